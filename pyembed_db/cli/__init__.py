@@ -1,0 +1,1 @@
+"""The ``pyembed-db`` command line."""

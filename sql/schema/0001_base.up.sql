@@ -1,0 +1,137 @@
+-- pyembed-db base schema: users, items, events, models, vectors and the change queues.
+-- Frozen once released: change it with a new revision, never by editing this file.
+-- Why each type was chosen: sql/README.md.
+
+create extension if not exists vector;
+create schema if not exists pyembed;
+
+create table pyembed.embedding_models (
+    model_id      integer generated always as identity primary key,
+    name          text not null,
+    version       text not null default '1',
+    dimensions    integer not null check (dimensions between 1 and 16000),
+    distance      text not null default 'cosine' check (distance in ('cosine', 'l2', 'ip')),
+    checksum      text not null check (checksum ~ '^[0-9a-f]{64}$'),
+    source        text,
+    config        jsonb not null default '{}',
+    status        text not null default 'registered'
+                  check (status in ('registered', 'syncing', 'active', 'retired')),
+    created_at    timestamptz not null default now(),
+    activated_at  timestamptz,
+    unique (name, version)
+);
+-- At most one active model: searches never mix vectors of two models.
+create unique index embedding_models_one_active
+    on pyembed.embedding_models ((true)) where status = 'active';
+
+create table pyembed.users (
+    user_id      bigint generated always as identity primary key,
+    external_id  text not null unique check (length(external_id) between 1 and 512),
+    attributes   jsonb not null default '{}' check (jsonb_typeof(attributes) = 'object'),
+    created_at   timestamptz not null default now()
+);
+
+create table pyembed.items (
+    item_id      bigint generated always as identity primary key,
+    external_id  text not null unique check (length(external_id) between 1 and 512),
+    title        text,
+    body         text,
+    category     text,
+    tags         text[] not null default '{}',
+    price        numeric(14, 2) check (price >= 0),
+    attributes   jsonb not null default '{}' check (jsonb_typeof(attributes) = 'object'),
+    created_at   timestamptz not null default now(),
+    updated_at   timestamptz not null default now(),
+    search_text  tsvector generated always as (
+        setweight(to_tsvector('english'::regconfig, coalesce(title, '')), 'A')
+        || setweight(to_tsvector('english'::regconfig, left(coalesce(body, ''), 100000)), 'B')
+    ) stored
+);
+create index items_category on pyembed.items (category);
+create index items_price on pyembed.items (price);
+create index items_created_at on pyembed.items (created_at);
+create index items_tags on pyembed.items using gin (tags);
+create index items_attributes on pyembed.items using gin (attributes jsonb_path_ops);
+create index items_search_text on pyembed.items using gin (search_text);
+
+-- Weight of one event of each type; `rating` events use `value` instead (see sql/README.md).
+create table pyembed.event_types (
+    event_type   text primary key check (event_type ~ '^[a-z][a-z0-9_]{0,62}$'),
+    weight       real not null check (weight between -100 and 100),
+    description  text
+);
+insert into pyembed.event_types (event_type, weight, description) values
+    ('view', 1, 'item page viewed'),
+    ('click', 2, 'item clicked in a list'),
+    ('add_to_cart', 3, 'item added to cart'),
+    ('purchase', 5, 'item bought'),
+    ('like', 3, 'explicit like'),
+    ('dislike', -3, 'explicit dislike: pushes the user vector away'),
+    ('rating', 1, 'explicit rating; weight = value - 3 (1-5 scale: 1 -> -2, 3 -> 0, 5 -> +2)');
+
+create table pyembed.events (
+    event_id     bigint generated always as identity primary key,
+    user_id      bigint not null references pyembed.users on delete cascade,
+    item_id      bigint not null references pyembed.items on delete cascade,
+    event_type   text not null references pyembed.event_types,
+    value        real check (value = value),  -- rejects NaN
+    occurred_at  timestamptz not null default now()
+);
+create index events_user_time on pyembed.events (user_id, occurred_at desc);
+create index events_item on pyembed.events (item_id);
+create index events_time on pyembed.events using brin (occurred_at);
+
+-- One row per (model, item). The column is dimension-less so several models can coexist;
+-- each model gets its own partial expression index with its dimension (see ensure_model_index).
+create table pyembed.item_embeddings (
+    model_id      integer not null references pyembed.embedding_models on delete cascade,
+    item_id       bigint not null references pyembed.items on delete cascade,
+    embedding     vector not null,
+    content_hash  bytea not null,
+    embedded_at   timestamptz not null default now(),
+    primary key (model_id, item_id)
+);
+create index item_embeddings_item on pyembed.item_embeddings (item_id);
+
+-- Items whose text could not be embedded, with the reason (empty text...).
+create table pyembed.item_embedding_skips (
+    model_id      integer not null references pyembed.embedding_models on delete cascade,
+    item_id       bigint not null references pyembed.items on delete cascade,
+    reason        text not null,
+    content_hash  bytea,
+    skipped_at    timestamptz not null default now(),
+    primary key (model_id, item_id)
+);
+
+-- A user's taste: one long-term vector, an optional short-term one, and k interest vectors.
+create table pyembed.user_embeddings (
+    model_id         integer not null references pyembed.embedding_models on delete cascade,
+    user_id          bigint not null references pyembed.users on delete cascade,
+    kind             text not null check (kind in ('long_term', 'short_term', 'interest')),
+    slot             smallint not null default 0 check (slot >= 0),
+    embedding        vector not null,
+    weight           real not null default 1 check (weight >= 0),
+    event_count      integer not null default 0,
+    event_watermark  bigint not null default 0,
+    refreshed_at     timestamptz not null default now(),
+    primary key (model_id, user_id, kind, slot)
+);
+
+-- Change queues, fed by triggers, drained by the worker with FOR UPDATE SKIP LOCKED.
+create table pyembed.item_queue (
+    item_id       bigint primary key references pyembed.items on delete cascade,
+    enqueued_at   timestamptz not null default now(),
+    attempts      integer not null default 0,
+    last_error    text,
+    not_before    timestamptz not null default now()
+);
+create index item_queue_ready on pyembed.item_queue (not_before);
+
+create table pyembed.user_queue (
+    user_id       bigint primary key references pyembed.users on delete cascade,
+    enqueued_at   timestamptz not null default now(),
+    attempts      integer not null default 0,
+    last_error    text,
+    not_before    timestamptz not null default now()
+);
+create index user_queue_ready on pyembed.user_queue (not_before);
