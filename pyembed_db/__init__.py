@@ -21,6 +21,7 @@ from .errors import (
     PyembedError,
     ServerError,
 )
+from .load import load_file, load_rows
 from .server import database_url
 
 __all__ = [
@@ -35,6 +36,8 @@ __all__ = [
     "connect",
     "create_sa_engine",
     "database_url",
+    "load_file",
+    "load_rows",
     "load_settings",
     "migrate",
 ]

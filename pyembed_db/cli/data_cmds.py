@@ -1,14 +1,46 @@
-"""``pyembed-db status``."""
+"""``pyembed-db load`` and ``pyembed-db status``."""
 
 from __future__ import annotations
 
 import argparse
 from typing import Any
 
+from .. import sqlfiles
+from ..datasets.movielens import load_movielens
+from ..load import FORMATS, KINDS, load_file
 from .common import add_json_flag, emit, open_connection, table
+
+LOAD_HELP = """\
+Bulk-load users, items or events from a CSV, TSV, Parquet or JSON-lines file with COPY, or load
+the MovieLens 100K data set shipped in the recbole package. A load is all or nothing: the first
+bad row is reported by number and nothing is written. Users and items are upserted by
+external_id; events are appended and must name existing users and items.
+
+Columns:
+  users   external_id, [attributes (JSON object), created_at]
+  items   external_id, [title, body, category, tags (a|b or JSON array), price,
+          attributes, created_at]
+  events  user, item, event_type, [value, occurred_at]  (user/item are external ids)
+
+Examples:
+  pyembed-db load items catalog.parquet
+  pyembed-db load events clicks.csv --json
+  pyembed-db load movielens
+"""
 
 
 def register(subparsers: Any) -> None:
+    load = subparsers.add_parser(
+        "load", help="bulk-load users/items/events files, or the MovieLens 100K data set",
+        description=LOAD_HELP, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    load.add_argument("kind", choices=[*KINDS, "movielens"], help="what the file holds")
+    load.add_argument("path", nargs="?", help="the file (not for movielens)")
+    load.add_argument("--format", choices=FORMATS, help="file format (default: from the name)")
+    load.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    add_json_flag(load)
+    load.set_defaults(handler=_load)
+
     status = subparsers.add_parser(
         "status",
         help="row counts, queue depths and registered models",
@@ -20,21 +52,34 @@ def register(subparsers: Any) -> None:
     status.set_defaults(handler=_status)
 
 
-def _status(args: argparse.Namespace) -> int:
-    with open_connection(args) as conn:
-        counts = dict(conn.execute("select name, value from pyembed.status()").fetchall())
-        cur = conn.execute(
-            "select model_id, name, version, dimensions, distance, status, "
-            "(select count(*) from pyembed.item_embeddings e where e.model_id = m.model_id) "
-            "as vectors from pyembed.embedding_models m order by model_id"
-        )
-        names = [d.name for d in cur.description or []]
-        models = [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
-    data = {"counts": counts, "models": models}
-    emit(args, data, _human)
+def _load(args: argparse.Namespace) -> int:
+    progress = not args.no_progress and not args.json
+    if args.kind == "movielens":
+        if args.path:
+            raise SystemExit("pyembed-db load movielens takes no file")
+        with open_connection(args) as conn:
+            counts = load_movielens(conn, progress=progress)
+    else:
+        if not args.path:
+            raise SystemExit(f"pyembed-db load {args.kind} needs a file")
+        with open_connection(args) as conn:
+            counts = {args.kind: load_file(conn, args.kind, args.path, fmt=args.format,
+                                           progress=progress)}
+    emit(args, {"loaded": counts},
+         lambda d: ", ".join(f"{n} {kind}" for kind, n in d["loaded"].items()) + " loaded")
     return 0
 
 
-def _human(data: dict[str, Any]) -> str:
+def _status(args: argparse.Namespace) -> int:
+    with open_connection(args) as conn:
+        counts = dict(conn.execute("select name, value from pyembed.status()").fetchall())
+        cur = conn.execute(sqlfiles.read("queries/status_models.sql"))
+        names = [d.name for d in cur.description or []]
+        models = [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
+    emit(args, {"counts": counts, "models": models}, _human_status)
+    return 0
+
+
+def _human_status(data: dict[str, Any]) -> str:
     counts = [{"what": k, "rows": v} for k, v in data["counts"].items()]
     return table(counts) + "\n\nmodels:\n" + table(data["models"])

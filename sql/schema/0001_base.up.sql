@@ -43,7 +43,7 @@ create table pyembed.items (
     created_at   timestamptz not null default now(),
     updated_at   timestamptz not null default now(),
     search_text  tsvector generated always as (
-        setweight(to_tsvector('english'::regconfig, coalesce(title, '')), 'A')
+        setweight(to_tsvector('english'::regconfig, left(coalesce(title, ''), 10000)), 'A')
         || setweight(to_tsvector('english'::regconfig, left(coalesce(body, ''), 100000)), 'B')
     ) stored
 );
