@@ -165,16 +165,24 @@ def _event(row: dict[str, Any]) -> tuple[Any, ...]:
 
 
 SPECS: dict[str, _Spec] = {
-    "users": _Spec(("external_id",), ("attributes", "created_at"),
-                   ("external_id", "attributes", "created_at"), _user),
+    "users": _Spec(
+        ("external_id",),
+        ("attributes", "created_at"),
+        ("external_id", "attributes", "created_at"),
+        _user,
+    ),
     "items": _Spec(
         ("external_id",),
         ("title", "body", "category", "tags", "price", "attributes", "created_at"),
         ("external_id", "title", "body", "category", "tags", "price", "attributes", "created_at"),
         _item,
     ),
-    "events": _Spec(("user", "item", "event_type"), ("value", "occurred_at"),
-                    ("user_ext", "item_ext", "event_type", "value", "occurred_at"), _event),
+    "events": _Spec(
+        ("user", "item", "event_type"),
+        ("value", "occurred_at"),
+        ("user_ext", "item_ext", "event_type", "value", "occurred_at"),
+        _event,
+    ),
 }
 
 
@@ -183,19 +191,28 @@ def _check_columns(kind: str, columns: Iterable[str], source: str) -> None:
     present = set(columns)
     missing = [c for c in spec.required if c not in present]
     if missing:
-        raise LoadError(f"missing required column(s) {', '.join(missing)} for {kind}", source=source)
+        raise LoadError(
+            f"missing required column(s) {', '.join(missing)} for {kind}", source=source
+        )
     unknown = sorted(present - set(spec.required) - set(spec.optional))
     if unknown:
         allowed = ", ".join(spec.required + spec.optional)
-        raise LoadError(f"unknown column(s) {', '.join(unknown)}; {kind} take: {allowed}",
-                        source=source)
+        raise LoadError(
+            f"unknown column(s) {', '.join(unknown)}; {kind} take: {allowed}", source=source
+        )
 
 
 def detect_format(path: Path) -> str:
     """Guess the format from the file name (``.csv``, ``.tsv``, ``.parquet``, ``.jsonl``)."""
     name = path.name.lower()
-    for suffix, fmt in [(".csv", "csv"), (".tsv", "tsv"), (".parquet", "parquet"),
-                        (".jsonl", "jsonl"), (".ndjson", "jsonl"), (".json", "jsonl")]:
+    for suffix, fmt in [
+        (".csv", "csv"),
+        (".tsv", "tsv"),
+        (".parquet", "parquet"),
+        (".jsonl", "jsonl"),
+        (".ndjson", "jsonl"),
+        (".json", "jsonl"),
+    ]:
         if name.endswith(suffix):
             return fmt
     raise LoadError(f"cannot tell the format of {path.name}: use --format", source=str(path))
@@ -235,12 +252,16 @@ def _read_delimited(path: Path, delimiter: str) -> tuple[list[str], Iterator[dic
             try:
                 for row in reader:
                     if None in row:
-                        raise LoadError(f"more fields than the header has, at line {reader.line_num}",
-                                        source=str(path))
+                        raise LoadError(
+                            f"more fields than the header has, at line {reader.line_num}",
+                            source=str(path),
+                        )
                     yield row
             except UnicodeDecodeError as exc:
-                raise LoadError(f"not valid UTF-8 near line {reader.line_num + 1} ({exc.reason})",
-                                source=str(path)) from None
+                raise LoadError(
+                    f"not valid UTF-8 near line {reader.line_num + 1} ({exc.reason})",
+                    source=str(path),
+                ) from None
 
     return columns, rows()
 
@@ -256,15 +277,18 @@ def _read_jsonl(path: Path) -> tuple[list[str], Iterator[dict[str, Any]]]:
                     try:
                         obj = json.loads(line)
                     except json.JSONDecodeError as exc:
-                        raise LoadError(f"invalid JSON ({exc.msg})", row=line_no,
-                                        source=str(path)) from None
+                        raise LoadError(
+                            f"invalid JSON ({exc.msg})", row=line_no, source=str(path)
+                        ) from None
                     if not isinstance(obj, dict):
-                        raise LoadError("each line must be a JSON object", row=line_no,
-                                        source=str(path))
+                        raise LoadError(
+                            "each line must be a JSON object", row=line_no, source=str(path)
+                        )
                     yield line_no, obj
             except UnicodeDecodeError as exc:
-                raise LoadError(f"not valid UTF-8 after line {line_no} ({exc.reason})",
-                                source=str(path)) from None
+                raise LoadError(
+                    f"not valid UTF-8 after line {line_no} ({exc.reason})", source=str(path)
+                ) from None
 
     records = list(parse())
     columns = sorted({key for _, obj in records for key in obj})
@@ -310,8 +334,9 @@ def load_rows(
                         raise LoadError(str(exc), row=row_no, source=source) from None
                     if kind != "events":
                         if values[0] in seen:
-                            raise LoadError(f"duplicate external_id {values[0]!r}", row=row_no,
-                                            source=source)
+                            raise LoadError(
+                                f"duplicate external_id {values[0]!r}", row=row_no, source=source
+                            )
                         seen.add(values[0])
                     copy.write_row((row_no, *values))
                     count = row_no

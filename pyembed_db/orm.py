@@ -22,7 +22,16 @@ from decimal import Decimal
 from typing import Any
 
 from pgvector.sqlalchemy import VECTOR
-from sqlalchemy import BigInteger, Computed, ForeignKey, Integer, LargeBinary, MetaData, SmallInteger, Text
+from sqlalchemy import (
+    BigInteger,
+    Computed,
+    ForeignKey,
+    Integer,
+    LargeBinary,
+    MetaData,
+    SmallInteger,
+    Text,
+)
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB, TSVECTOR
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 

@@ -19,7 +19,9 @@ from pyembed_db.cli.main import build_parser
 README = Path(__file__).resolve().parents[1] / "README.md"
 
 
-def _commands(parser: argparse.ArgumentParser, prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
+def _commands(
+    parser: argparse.ArgumentParser, prefix: tuple[str, ...] = ()
+) -> list[tuple[str, ...]]:
     found = []
     for action in parser._actions:
         if isinstance(action, argparse._SubParsersAction):
@@ -37,7 +39,9 @@ def test_there_are_commands() -> None:
 
 
 @pytest.mark.parametrize("command", COMMANDS, ids=" ".join)
-def test_every_command_has_help(command: tuple[str, ...], capsys: pytest.CaptureFixture[str]) -> None:
+def test_every_command_has_help(
+    command: tuple[str, ...], capsys: pytest.CaptureFixture[str]
+) -> None:
     with pytest.raises(SystemExit) as exit_info:
         build_parser().parse_args([*command, "--help"])
     assert exit_info.value.code == 0
@@ -58,8 +62,13 @@ def test_server_start_status_stop() -> None:
     env["PYEMBED_DATA_DIR"] = str(data_dir)
 
     def run(*args: str) -> dict[str, object]:
-        result = subprocess.run([sys.executable, "-m", "pyembed_db.cli.main", *args, "--json"],
-                                env=env, capture_output=True, text=True, check=True)
+        result = subprocess.run(
+            [sys.executable, "-m", "pyembed_db.cli.main", *args, "--json"],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
         return dict(json.loads(result.stdout))
 
     try:
@@ -72,6 +81,9 @@ def test_server_start_status_stop() -> None:
         assert run("server", "stop")["stopped"] is True
         assert run("server", "status")["running"] is False
     finally:
-        subprocess.run([sys.executable, "-m", "pyembed_db.cli.main", "server", "stop"], env=env,
-                       capture_output=True)
+        subprocess.run(
+            [sys.executable, "-m", "pyembed_db.cli.main", "server", "stop"],
+            env=env,
+            capture_output=True,
+        )
         shutil.rmtree(data_dir, ignore_errors=True)

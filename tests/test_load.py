@@ -39,12 +39,18 @@ def loaded_url(db_url: str) -> str:
 def test_movielens_loads_exact_counts(loaded_url: str) -> None:
     with psycopg.connect(loaded_url) as conn:
         assert _counts(conn) == (943, 1682, 100_000)
-        title, category, tags, year = conn.execute(
-            "select title, category, tags, attributes->>'year' from pyembed.items "
-            "where external_id = '1'"
-        ).fetchone() or ()
+        title, category, tags, year = (
+            conn.execute(
+                "select title, category, tags, attributes->>'year' from pyembed.items "
+                "where external_id = '1'"
+            ).fetchone()
+            or ()
+        )
         assert (title, category, tags, year) == (
-            "Toy Story", "Animation", ["Animation", "Children's", "Comedy"], "1995"
+            "Toy Story",
+            "Animation",
+            ["Animation", "Children's", "Comedy"],
+            "1995",
         )
         ratings = conn.execute(
             "select min(value), max(value), count(distinct user_id) from pyembed.events"
@@ -70,16 +76,38 @@ def _write_csv(path: Path, text: str) -> Path:
 def test_csv_parquet_jsonl_all_load(db_url: str, tmp_path: Path) -> None:
     users = _write_csv(tmp_path / "users.csv", 'external_id,attributes\nfmt-u1,"{""tier"": 1}"\n')
     items_path = tmp_path / "items.parquet"
-    pq.write_table(pa.table({
-        "external_id": ["fmt-i1", "fmt-i2"], "title": ["Red shoe", "Blue hat"],
-        "tags": [["shoes", "red"], ["hats"]], "price": [19.99, 5.0],
-    }), items_path)
+    pq.write_table(
+        pa.table(
+            {
+                "external_id": ["fmt-i1", "fmt-i2"],
+                "title": ["Red shoe", "Blue hat"],
+                "tags": [["shoes", "red"], ["hats"]],
+                "price": [19.99, 5.0],
+            }
+        ),
+        items_path,
+    )
     events = tmp_path / "events.jsonl"
-    events.write_text("\n".join(json.dumps(e) for e in [
-        {"user": "fmt-u1", "item": "fmt-i1", "event_type": "view",
-         "occurred_at": "2024-05-01T10:00:00Z"},
-        {"user": "fmt-u1", "item": "fmt-i2", "event_type": "purchase", "occurred_at": 1714557600},
-    ]) + "\n")
+    events.write_text(
+        "\n".join(
+            json.dumps(e)
+            for e in [
+                {
+                    "user": "fmt-u1",
+                    "item": "fmt-i1",
+                    "event_type": "view",
+                    "occurred_at": "2024-05-01T10:00:00Z",
+                },
+                {
+                    "user": "fmt-u1",
+                    "item": "fmt-i2",
+                    "event_type": "purchase",
+                    "occurred_at": 1714557600,
+                },
+            ]
+        )
+        + "\n"
+    )
     with psycopg.connect(db_url) as conn:
         assert load_file(conn, "users", users) == 1
         assert load_file(conn, "items", items_path) == 2
@@ -101,10 +129,13 @@ BAD_FILES = {
         "row 2: unknown user 'nobody'",
     ),
     "unknown item": (
-        "events.csv", "user,item,event_type\nbad-u1,ghost,view\n", "row 1: unknown item 'ghost'"
+        "events.csv",
+        "user,item,event_type\nbad-u1,ghost,view\n",
+        "row 1: unknown item 'ghost'",
     ),
     "unknown event type": (
-        "events.csv", "user,item,event_type\nbad-u1,bad-i1,teleport\n",
+        "events.csv",
+        "user,item,event_type\nbad-u1,bad-i1,teleport\n",
         "row 1: unknown event type 'teleport'",
     ),
     "malformed timestamp": (
@@ -114,22 +145,26 @@ BAD_FILES = {
         "row 2: occurred_at: not a timestamp",
     ),
     "bad json attributes": ("users.csv", "external_id,attributes\nx,{oops\n", "row 1: attributes"),
-    "attributes not an object": ("users.csv", 'external_id,attributes\nx,"[1,2]"\n',
-                                 "must be a JSON object"),
+    "attributes not an object": (
+        "users.csv",
+        'external_id,attributes\nx,"[1,2]"\n',
+        "must be a JSON object",
+    ),
     "duplicate id": ("users.csv", "external_id\nd1\nd2\nd1\n", "row 3: duplicate external_id"),
     "empty id": ("users.csv", "external_id\nok\n  \n", "row 2: external_id is required"),
     "negative price": ("items.csv", "external_id,price\np1,-3\n", "row 1: price: must be >= 0"),
-    "nan value": ("events.csv", "user,item,event_type,value\nbad-u1,bad-i1,rating,nan\n",
-                  "row 1: value: must be finite"),
+    "nan value": (
+        "events.csv",
+        "user,item,event_type,value\nbad-u1,bad-i1,rating,nan\n",
+        "row 1: value: must be finite",
+    ),
     "nul character": ("items.csv", "external_id,title\nn1,a\x00b\n", "NUL"),
     "bad jsonl line": ("users.jsonl", '{"external_id": "j1"}\n{"external_id": \n', "row 2"),
 }
 
 
 @pytest.mark.parametrize("case", sorted(BAD_FILES))
-def test_bad_input_names_the_row_and_writes_nothing(
-    db_url: str, tmp_path: Path, case: str
-) -> None:
+def test_bad_input_names_the_row_and_writes_nothing(db_url: str, tmp_path: Path, case: str) -> None:
     name, text, message = BAD_FILES[case]
     path = _write_csv(tmp_path / name, text)
     kind = name.split(".")[0]
@@ -157,8 +192,18 @@ def test_invalid_utf8_is_rejected(db_url: str, tmp_path: Path) -> None:
 def test_cli_load_reports_row_and_exits_2(db_url: str, tmp_path: Path) -> None:
     path = _write_csv(tmp_path / "events.csv", "user,item,event_type\nnobody,x,view\n")
     result = subprocess.run(
-        [sys.executable, "-m", "pyembed_db.cli.main", "--database-url", db_url, "load", "events",
-         str(path)], capture_output=True, text=True,
+        [
+            sys.executable,
+            "-m",
+            "pyembed_db.cli.main",
+            "--database-url",
+            db_url,
+            "load",
+            "events",
+            str(path),
+        ],
+        capture_output=True,
+        text=True,
     )
     assert result.returncode == 2
     assert "row 1: unknown user 'nobody'" in result.stderr

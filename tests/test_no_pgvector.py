@@ -34,18 +34,33 @@ def plain_postgres_url() -> Iterator[str]:
     data = root / "data"
     if os.geteuid() == 0:
         shutil.chown(root, "postgres")
-    subprocess.run(_as_postgres(str(bin_dir / "initdb"), "-D", str(data), "-A", "trust",
-                                "-U", "postgres"), check=True, capture_output=True)
     subprocess.run(
-        _as_postgres(str(bin_dir / "pg_ctl"), "-D", str(data), "-w", "-l", str(root / "log"),
-                     "-o", f"-h '' -k {root}", "start"),
-        check=True, capture_output=True,
+        _as_postgres(str(bin_dir / "initdb"), "-D", str(data), "-A", "trust", "-U", "postgres"),
+        check=True,
+        capture_output=True,
+    )
+    subprocess.run(
+        _as_postgres(
+            str(bin_dir / "pg_ctl"),
+            "-D",
+            str(data),
+            "-w",
+            "-l",
+            str(root / "log"),
+            "-o",
+            f"-h '' -k {root}",
+            "start",
+        ),
+        check=True,
+        capture_output=True,
     )
     try:
         yield f"postgresql://postgres@/postgres?host={root}"
     finally:
-        subprocess.run(_as_postgres(str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "immediate",
-                                    "stop"), capture_output=True)
+        subprocess.run(
+            _as_postgres(str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"),
+            capture_output=True,
+        )
         shutil.rmtree(root, ignore_errors=True)
 
 
@@ -56,8 +71,12 @@ def test_migrate_without_pgvector_is_a_clear_error(plain_postgres_url: str) -> N
 
 def test_cli_without_pgvector_exits_2_with_message(plain_postgres_url: str) -> None:
     env = {**os.environ, "DATABASE_URL": plain_postgres_url}
-    result = subprocess.run([sys.executable, "-m", "pyembed_db.cli.main", "migrate"], env=env,
-                            capture_output=True, text=True)
+    result = subprocess.run(
+        [sys.executable, "-m", "pyembed_db.cli.main", "migrate"],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     assert result.returncode == 2
     assert "pgvector is not available" in result.stderr
     assert "Traceback" not in result.stderr

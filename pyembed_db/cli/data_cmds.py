@@ -31,8 +31,10 @@ Examples:
 
 def register(subparsers: Any) -> None:
     load = subparsers.add_parser(
-        "load", help="bulk-load users/items/events files, or the MovieLens 100K data set",
-        description=LOAD_HELP, formatter_class=argparse.RawDescriptionHelpFormatter,
+        "load",
+        help="bulk-load users/items/events files, or the MovieLens 100K data set",
+        description=LOAD_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     load.add_argument("kind", choices=[*KINDS, "movielens"], help="what the file holds")
     load.add_argument("path", nargs="?", help="the file (not for movielens)")
@@ -63,10 +65,14 @@ def _load(args: argparse.Namespace) -> int:
         if not args.path:
             raise SystemExit(f"pyembed-db load {args.kind} needs a file")
         with open_connection(args) as conn:
-            counts = {args.kind: load_file(conn, args.kind, args.path, fmt=args.format,
-                                           progress=progress)}
-    emit(args, {"loaded": counts},
-         lambda d: ", ".join(f"{n} {kind}" for kind, n in d["loaded"].items()) + " loaded")
+            counts = {
+                args.kind: load_file(conn, args.kind, args.path, fmt=args.format, progress=progress)
+            }
+    emit(
+        args,
+        {"loaded": counts},
+        lambda d: ", ".join(f"{n} {kind}" for kind, n in d["loaded"].items()) + " loaded",
+    )
     return 0
 
 

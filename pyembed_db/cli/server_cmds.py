@@ -38,7 +38,9 @@ def register(subparsers: Any) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     mig.add_argument("--down", action="store_true", help="downgrade instead of upgrade")
-    mig.add_argument("--to", metavar="REV", help="target revision (default: head, or -1 with --down)")
+    mig.add_argument(
+        "--to", metavar="REV", help="target revision (default: head, or -1 with --down)"
+    )
     add_json_flag(mig)
     mig.set_defaults(handler=_migrate)
 
@@ -53,7 +55,9 @@ def _pgdata_or_fail() -> Any:
 def _start(args: argparse.Namespace) -> int:
     pgdata = _pgdata_or_fail()
     url = server.start(pgdata)
-    emit(args, {"running": True, "url": url, "pgdata": str(pgdata)}, lambda d: f"running: {d['url']}")
+    emit(
+        args, {"running": True, "url": url, "pgdata": str(pgdata)}, lambda d: f"running: {d['url']}"
+    )
     return 0
 
 

@@ -57,8 +57,12 @@ def _records(name: str) -> Iterator[dict[str, str]]:
 def users() -> Iterator[dict[str, Any]]:
     """ML-100K users in the loader's ``users`` shape."""
     for r in _records("user"):
-        attributes = {"age": int(r["age"]), "gender": r["gender"],
-                      "occupation": r["occupation"], "zip_code": r["zip_code"]}
+        attributes = {
+            "age": int(r["age"]),
+            "gender": r["gender"],
+            "occupation": r["occupation"],
+            "zip_code": r["zip_code"],
+        }
         yield {"external_id": r["user_id"], "attributes": attributes}
 
 
@@ -120,11 +124,19 @@ def load_movielens(conn: psycopg.Connection[Any], *, progress: bool = False) -> 
             first = next(rows)
             columns = list(first)
 
-            def chained(first: dict[str, Any] = first, rest: Iterator[dict[str, Any]] = rows
-                        ) -> Iterator[dict[str, Any]]:
+            def chained(
+                first: dict[str, Any] = first, rest: Iterator[dict[str, Any]] = rows
+            ) -> Iterator[dict[str, Any]]:
                 yield first
                 yield from rest
 
-            counts[kind] = load_rows(conn, kind, columns, chained(), source=f"ml-100k {kind}",
-                                     total=EXPECTED_ROWS[kind], progress=progress)
+            counts[kind] = load_rows(
+                conn,
+                kind,
+                columns,
+                chained(),
+                source=f"ml-100k {kind}",
+                total=EXPECTED_ROWS[kind],
+                progress=progress,
+            )
     return counts
