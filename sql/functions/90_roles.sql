@@ -1,0 +1,52 @@
+-- Least-privilege group roles (NOLOGIN; grant them to your login roles):
+--   pyembed_reader  search and recommend: SELECT on the tables, EXECUTE on read-only functions
+--   pyembed_writer  reader + load users, items, events (the triggers queue work as this role)
+--   pyembed_worker  writer + embed items, refresh users, drain the queues
+-- Roles are cluster-wide, so they are created once and reused by every database; the grants are
+-- per database and re-applied with the functions (this file runs last).
+
+do $$
+declare
+    role_name text;
+begin
+    foreach role_name in array array['pyembed_reader', 'pyembed_writer', 'pyembed_worker'] loop
+        if not exists (select from pg_roles where rolname = role_name) then
+            execute format('create role %I nologin', role_name);
+        end if;
+    end loop;
+end
+$$;
+
+grant pyembed_reader to pyembed_writer;
+grant pyembed_writer to pyembed_worker;
+
+grant usage on schema pyembed to pyembed_reader;
+grant select on all tables in schema pyembed to pyembed_reader;
+
+grant insert, update, delete on pyembed.users, pyembed.items, pyembed.events to pyembed_writer;
+grant insert, update on pyembed.item_queue, pyembed.user_queue to pyembed_writer;
+grant usage on all sequences in schema pyembed to pyembed_writer;
+
+grant insert, update, delete on all tables in schema pyembed to pyembed_worker;
+
+-- Functions: nobody but the owner by default; read-only ones to readers, the rest to workers.
+do $$
+declare
+    fn record;
+    read_only text[] := array[
+        'active_model_id', 'status', 'filter_sql', 'search', 'search_similar', 'search_text',
+        'search_plan', 'explain_search', 'recommend', 'popular_items', 'event_weight'
+    ];
+begin
+    for fn in
+        select p.oid::regprocedure as signature, p.proname
+        from pg_proc p join pg_namespace n on n.oid = p.pronamespace
+        where n.nspname = 'pyembed' and p.prokind = 'f'
+    loop
+        execute format('revoke execute on function %s from public', fn.signature);
+        execute format('grant execute on function %s to %I', fn.signature,
+                       case when fn.proname = any (read_only) then 'pyembed_reader'
+                            else 'pyembed_worker' end);
+    end loop;
+end
+$$;

@@ -1,0 +1,84 @@
+"""Least-privilege roles: reader reads, writer loads, worker maintains; nothing more."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import psycopg
+import pytest
+
+
+@pytest.fixture
+def as_role(db_url: str) -> Iterator[Any]:
+    conns: list[psycopg.Connection[Any]] = []
+
+    def open_as(role: str) -> psycopg.Connection[Any]:
+        conn = psycopg.connect(db_url, autocommit=True)
+        conn.execute(f"set role {role}")
+        conns.append(conn)
+        return conn
+
+    yield open_as
+    for conn in conns:
+        conn.close()
+
+
+def test_reader_reads_but_cannot_write_or_maintain(as_role: Any) -> None:
+    reader = as_role("pyembed_reader")
+    assert reader.execute("select count(*) from pyembed.items").fetchone() is not None
+    assert dict(reader.execute("select * from pyembed.status()").fetchall())["items"] >= 0
+    with pytest.raises(psycopg.errors.InsufficientPrivilege):
+        reader.execute("insert into pyembed.items (external_id) values ('r1')")
+    with pytest.raises(psycopg.errors.InsufficientPrivilege):
+        reader.execute("delete from pyembed.item_queue")
+    with pytest.raises(psycopg.errors.InsufficientPrivilege):
+        reader.execute("select pyembed.ensure_model_index(1)")
+
+
+def test_reader_cannot_call_any_maintenance_function(db_url: str, as_role: Any) -> None:
+    with psycopg.connect(db_url) as owner:
+        maintenance = [
+            row[0]
+            for row in owner.execute(
+                "select p.proname from pg_proc p join pg_namespace n on n.oid = p.pronamespace "
+                "where n.nspname = 'pyembed' and p.proname ~ '^(refresh|ensure|claim|enqueue)'"
+            ).fetchall()
+        ]
+        can_execute = owner.execute(
+            "select bool_or(has_function_privilege('pyembed_reader', p.oid, 'execute')) "
+            "from pg_proc p join pg_namespace n on n.oid = p.pronamespace "
+            "where n.nspname = 'pyembed' and p.proname ~ '^(refresh|ensure|claim|enqueue)'"
+        ).fetchone()
+    assert "ensure_model_index" in maintenance
+    assert can_execute == (False,)
+
+
+def test_writer_loads_and_its_inserts_queue_work(as_role: Any) -> None:
+    writer = as_role("pyembed_writer")
+    writer.execute("insert into pyembed.users (external_id) values ('w-user')")
+    writer.execute("insert into pyembed.items (external_id, title) values ('w-item', 'Hat')")
+    writer.execute(
+        "insert into pyembed.events (user_id, item_id, event_type) "
+        "select u.user_id, i.item_id, 'view' from pyembed.users u, pyembed.items i "
+        "where u.external_id = 'w-user' and i.external_id = 'w-item'"
+    )
+    queued = writer.execute(
+        "select (select count(*) from pyembed.item_queue q join pyembed.items i using (item_id) "
+        "        where i.external_id = 'w-item'),"
+        "       (select count(*) from pyembed.user_queue q join pyembed.users u using (user_id) "
+        "        where u.external_id = 'w-user')"
+    ).fetchone()
+    assert queued == (1, 1)
+    with pytest.raises(psycopg.errors.InsufficientPrivilege):
+        writer.execute("delete from pyembed.item_embeddings")
+
+
+def test_worker_drains_queues(as_role: Any) -> None:
+    worker = as_role("pyembed_worker")
+    worker.execute("insert into pyembed.items (external_id, title) values ('k-item', 'Cap')")
+    deleted = worker.execute(
+        "delete from pyembed.item_queue q using pyembed.items i "
+        "where q.item_id = i.item_id and i.external_id = 'k-item'"
+    )
+    assert deleted.rowcount == 1
