@@ -3,7 +3,7 @@ insert into pyembed.items as i
 select external_id, title, body, category, tags, price, attributes, coalesce(created_at, now())
 from stage_items
 order by row_no
-on conflict (external_id) do update
+on conflict (external_id, (coalesce(tenant_id, ''))) do update
     set title = excluded.title, body = excluded.body, category = excluded.category,
         tags = excluded.tags, price = excluded.price, attributes = excluded.attributes
     where (i.title, i.body, i.category, i.tags, i.price, i.attributes)

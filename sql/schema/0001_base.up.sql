@@ -5,6 +5,25 @@
 create extension if not exists vector;
 create schema if not exists pyembed;
 
+-- Least-privilege group roles (grants: sql/functions/90_roles.sql). Roles are cluster-wide, so
+-- they are created once and shared by every database of the cluster.
+do $$
+declare
+    role_name text;
+begin
+    foreach role_name in array array['pyembed_reader', 'pyembed_writer', 'pyembed_worker'] loop
+        if not exists (select from pg_roles where rolname = role_name) then
+            execute format('create role %I nologin', role_name);
+        end if;
+    end loop;
+end
+$$;
+
+-- Multi-tenancy is optional: tenant_id defaults to the session's `pyembed.tenant_id` setting
+-- (NULL when unset), and row-level security (end of file) shows each session only its tenant's
+-- rows. The table owner and pyembed_worker see every tenant. (The setting is read inline rather
+-- than through a function so that the function files can be dropped and re-created freely.)
+
 create table pyembed.embedding_models (
     model_id      integer generated always as identity primary key,
     name          text not null,
@@ -26,14 +45,17 @@ create unique index embedding_models_one_active
 
 create table pyembed.users (
     user_id      bigint generated always as identity primary key,
-    external_id  text not null unique check (length(external_id) between 1 and 512),
+    tenant_id    text default nullif(current_setting('pyembed.tenant_id', true), ''),
+    external_id  text not null check (length(external_id) between 1 and 512),
     attributes   jsonb not null default '{}' check (jsonb_typeof(attributes) = 'object'),
     created_at   timestamptz not null default now()
 );
+create unique index users_external_id on pyembed.users (external_id, (coalesce(tenant_id, '')));
 
 create table pyembed.items (
     item_id      bigint generated always as identity primary key,
-    external_id  text not null unique check (length(external_id) between 1 and 512),
+    tenant_id    text default nullif(current_setting('pyembed.tenant_id', true), ''),
+    external_id  text not null check (length(external_id) between 1 and 512),
     title        text,
     body         text,
     category     text,
@@ -47,6 +69,7 @@ create table pyembed.items (
         || setweight(to_tsvector('english'::regconfig, left(coalesce(body, ''), 100000)), 'B')
     ) stored
 );
+create unique index items_external_id on pyembed.items (external_id, (coalesce(tenant_id, '')));
 create index items_category on pyembed.items (category);
 create index items_price on pyembed.items (price);
 create index items_created_at on pyembed.items (created_at);
@@ -71,6 +94,7 @@ insert into pyembed.event_types (event_type, weight, description) values
 
 create table pyembed.events (
     event_id     bigint generated always as identity primary key,
+    tenant_id    text default nullif(current_setting('pyembed.tenant_id', true), ''),
     user_id      bigint not null references pyembed.users on delete cascade,
     item_id      bigint not null references pyembed.items on delete cascade,
     event_type   text not null references pyembed.event_types,
@@ -135,3 +159,28 @@ create table pyembed.user_queue (
     not_before    timestamptz not null default now()
 );
 create index user_queue_ready on pyembed.user_queue (not_before);
+
+-- Row-level security: a session sees the rows of its tenant (`set pyembed.tenant_id = 'acme'`),
+-- or only untenanted rows when the setting is unset. Vectors follow their user or item.
+alter table pyembed.users enable row level security;
+alter table pyembed.items enable row level security;
+alter table pyembed.events enable row level security;
+alter table pyembed.item_embeddings enable row level security;
+alter table pyembed.user_embeddings enable row level security;
+
+create policy tenant_rows on pyembed.users
+    using (tenant_id is not distinct from nullif(current_setting('pyembed.tenant_id', true), ''));
+create policy tenant_rows on pyembed.items
+    using (tenant_id is not distinct from nullif(current_setting('pyembed.tenant_id', true), ''));
+create policy tenant_rows on pyembed.events
+    using (tenant_id is not distinct from nullif(current_setting('pyembed.tenant_id', true), ''));
+create policy tenant_rows on pyembed.item_embeddings
+    using (exists (select from pyembed.items i where i.item_id = item_embeddings.item_id));
+create policy tenant_rows on pyembed.user_embeddings
+    using (exists (select from pyembed.users u where u.user_id = user_embeddings.user_id));
+
+create policy worker_all on pyembed.users to pyembed_worker using (true) with check (true);
+create policy worker_all on pyembed.items to pyembed_worker using (true) with check (true);
+create policy worker_all on pyembed.events to pyembed_worker using (true) with check (true);
+create policy worker_all on pyembed.item_embeddings to pyembed_worker using (true) with check (true);
+create policy worker_all on pyembed.user_embeddings to pyembed_worker using (true) with check (true);
