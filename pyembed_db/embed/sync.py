@@ -1,0 +1,121 @@
+"""Keeping item vectors in sync: one worker step embeds one claimed batch of queued items.
+
+A step runs in one transaction: claim (``FOR UPDATE SKIP LOCKED``), embed for every model being
+kept in sync, upsert vectors, record skips, delete the queue rows, commit. A worker killed at any
+point leaves its rows locked only until its connection drops, then another worker claims them.
+Items whose text did not change since their vector was made are not embedded again.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import numpy as np
+import psycopg
+from psycopg.rows import dict_row
+from tqdm import tqdm
+
+from .. import sqlfiles
+from .item_text import content_hash
+from .models import LoadedModel, load_model, models_to_sync
+
+log = logging.getLogger(__name__)
+
+
+def _embed_for_model(
+    conn: psycopg.Connection[Any], model: LoadedModel, items: list[dict[str, Any]]
+) -> tuple[int, int]:
+    """Embed ``items`` with ``model`` where their text changed; returns (embedded, skipped)."""
+    model_id = model.info.model_id
+    texts = {item["item_id"]: model.template.render(item) for item in items}
+    hashes = {item_id: content_hash(text) for item_id, text in texts.items()}
+    current = dict(conn.execute(sqlfiles.read("queries/item_embeddings_hashes.sql"),
+                                {"model_id": model_id, "item_ids": list(texts)}).fetchall())
+    todo = [i for i in texts if current.get(i) != hashes[i]]
+    empty = [i for i in todo if not texts[i].strip()]
+    for item_id in empty:
+        log.info("item %s skipped for %s: empty text", item_id, model.info.label)
+        conn.execute(sqlfiles.read("queries/item_embedding_skip.sql"),
+                     {"model_id": model_id, "item_id": item_id, "reason": "empty text",
+                      "content_hash": hashes[item_id]})
+    embeddable = [i for i in todo if texts[i].strip()]
+    if embeddable:
+        vectors = model.encoder.encode([texts[i] for i in embeddable])
+        if not np.isfinite(vectors).all():
+            raise ValueError(f"{model.info.label} produced non-finite vectors")
+        with conn.cursor() as cur:
+            cur.executemany(sqlfiles.read("queries/item_embedding_upsert.sql"), [
+                {"model_id": model_id, "item_id": i, "embedding": v, "content_hash": hashes[i]}
+                for i, v in zip(embeddable, vectors, strict=True)
+            ])
+        conn.execute(sqlfiles.read("queries/item_skips_clear.sql"),
+                     {"model_id": model_id, "item_ids": embeddable})
+        truncated = model.encoder.last_stats.truncated
+        if truncated:
+            log.warning("%d items truncated to %d tokens by %s", truncated,
+                        model.encoder.config.max_length, model.info.label)
+    return len(embeddable), len(empty)
+
+
+def embed_step(conn: psycopg.Connection[Any], batch_size: int = 128) -> int:
+    """Claim and process one batch of the item queue; returns how many items it handled.
+
+    Example::
+
+        while embed_step(conn):
+            pass
+    """
+    models = [load_model(conn, info) for info in models_to_sync(conn)]
+    conn.commit()
+    if not models:
+        return 0
+    with conn.cursor(row_factory=dict_row) as cur:
+        items = cur.execute(sqlfiles.read("queries/item_queue_claim.sql"),
+                            {"batch": batch_size}).fetchall()
+    if not items:
+        conn.commit()
+        return 0
+    item_ids = [item["item_id"] for item in items]
+    try:
+        for model in models:
+            _embed_for_model(conn, model, items)
+        conn.execute(sqlfiles.read("queries/item_queue_done.sql"), {"item_ids": item_ids})
+        conn.commit()
+    except (psycopg.OperationalError, psycopg.InterfaceError):
+        raise  # the connection is gone: the rows unlock and stay queued
+    except Exception as exc:
+        conn.rollback()
+        log.error("batch of %d items failed, will retry: %s", len(item_ids), exc)
+        conn.execute(sqlfiles.read("queries/item_queue_retry.sql"),
+                     {"item_ids": item_ids, "error": f"{type(exc).__name__}: {exc}"})
+        conn.commit()
+    return len(item_ids)
+
+
+def queue_depth(conn: psycopg.Connection[Any]) -> int:
+    """Items waiting in the queue (including ones backing off after a failure)."""
+    row = conn.execute(sqlfiles.read("queries/item_queue_depth.sql")).fetchone()
+    return int(row[0]) if row else 0
+
+
+def embed_all(conn: psycopg.Connection[Any], *, batch_size: int = 128,
+              progress: bool = False) -> int:
+    """Queue every item and drain the queue in this process, with a progress bar.
+
+    Items whose vectors are current are only checked, not embedded again.
+    """
+    conn.execute(sqlfiles.read("queries/item_queue_enqueue_all.sql"))
+    conn.commit()
+    return drain(conn, batch_size=batch_size, progress=progress)
+
+
+def drain(conn: psycopg.Connection[Any], *, batch_size: int = 128, progress: bool = False) -> int:
+    """Run :func:`embed_step` until the queue has nothing ready; returns items handled."""
+    done = 0
+    with tqdm(total=queue_depth(conn), desc="embed items", unit="item",
+              disable=not progress) as bar:
+        while handled := embed_step(conn, batch_size):
+            done += handled
+            bar.update(handled)
+    return done
