@@ -10,10 +10,10 @@ from collections.abc import Sequence
 import psycopg
 
 from ..errors import PyembedError
-from . import data_cmds, server_cmds
+from . import data_cmds, jobs_cmds, model_cmds, server_cmds
 
 # Each module adds its sub-commands with `register(subparsers)`.
-COMMAND_MODULES = [server_cmds, data_cmds]
+COMMAND_MODULES = [server_cmds, data_cmds, model_cmds, jobs_cmds]
 
 
 def build_parser() -> argparse.ArgumentParser:
