@@ -72,3 +72,15 @@ def conn(db_url: str) -> Iterator[psycopg.Connection[Any]]:
     with connect(db_url) as connection:
         yield connection
         connection.rollback()
+
+
+@pytest.fixture(scope="session")
+def exported_minilm(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """all-MiniLM-L6-v2 exported from its safetensors checkpoint: fp32 and selective int8.
+
+    Needs the ``export`` extra (torch), which ``make test`` installs.
+    """
+    from pyembed_db.embed.export import default_checkpoint, export_checkpoint
+
+    return export_checkpoint(default_checkpoint(), tmp_path_factory.mktemp("minilm"),
+                             quantize=True)

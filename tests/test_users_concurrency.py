@@ -1,0 +1,63 @@
+"""Concurrent refresh_users callers take disjoint batches: nothing lost, nothing twice."""
+
+from __future__ import annotations
+
+import threading
+from datetime import datetime, timezone
+
+import numpy as np
+from users_data import DIM, add_events, add_items, add_model, add_user
+
+from pyembed_db.db import connect
+
+USERS = 60
+
+
+def test_concurrent_refresh_users_neither_lose_nor_double_count(db_url: str) -> None:
+    rng = np.random.default_rng(3)
+    t0 = datetime(2024, 1, 1, tzinfo=timezone.utc)
+    with connect(db_url) as setup:
+        model_id = add_model(setup)
+        items = add_items(setup, model_id, rng.normal(size=(20, DIM)), "c")
+        user_ids = [add_user(setup, f"cu{i}") for i in range(USERS)]
+        add_events(setup, [(u, items[int(j)], "click", None, t0)
+                           for u in user_ids for j in rng.choice(20, 5, replace=False)])
+        setup.commit()
+
+    claimed: list[list[int]] = [[] for _ in range(3)]
+    barrier = threading.Barrier(3)
+    errors: list[BaseException] = []
+
+    def work(slot: int) -> None:
+        try:
+            with connect(db_url) as conn:
+                barrier.wait()
+                while True:
+                    rows = conn.execute("select user_id from pyembed.refresh_user_batch("
+                                        "batch => 7)").fetchall()
+                    # Hold the claim a moment so the other callers run into the locks.
+                    conn.execute("select pg_sleep(0.02)")
+                    conn.commit()
+                    if not rows:
+                        return
+                    claimed[slot].extend(r[0] for r in rows)
+        except BaseException as exc:  # surfaced by the assertion below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    everything = [u for part in claimed for u in part]
+    assert sorted(everything) == sorted(user_ids)  # each user exactly once
+    assert sum(1 for part in claimed if part) >= 2  # the work really was shared
+    with connect(db_url) as conn:
+        counts = conn.execute(
+            "select (select count(*) from pyembed.user_queue), "
+            "(select count(*) from pyembed.user_embeddings where kind = 'long_term'), "
+            "(select count(*) from pyembed.user_embeddings ue join pyembed.users u using (user_id)"
+            " where ue.kind = 'long_term' and ue.event_count = 5)"
+        ).fetchone()
+    assert counts == (0, USERS, USERS)
