@@ -1,0 +1,196 @@
+"""Filtered nearest-neighbour search: the Python face of sql/functions/20_search.sql.
+
+Everything runs in SQL (``pyembed.search``, ``search_similar``, ``search_text``,
+``explain_search``), so every client gets the same results; this module validates arguments,
+embeds text queries with the active model, resolves external ids and maps rows to dataclasses
+(or to ORM :class:`~pyembed_db.orm.Item` objects with :func:`search_items`).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import psycopg
+from pgvector import Vector
+
+from . import sqlfiles
+from .errors import InvalidInputError, translate
+from .recommend import ItemRef, resolve_items
+from .users import UserRef, resolve_user
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
+
+    from .orm import Item
+
+Query = np.ndarray | Sequence[float] | str
+MAX_K = 1000
+
+
+@dataclass(frozen=True)
+class SearchHit:
+    """One result: ``distance`` in the model's metric (cosine distance: 0 = same direction)."""
+
+    item_id: int
+    external_id: str
+    title: str | None
+    distance: float
+
+
+@dataclass(frozen=True)
+class HybridHit:
+    """One hybrid result: RRF ``score`` and the item's rank in each list (None when absent)."""
+
+    item_id: int
+    external_id: str
+    title: str | None
+    score: float
+    text_rank: int | None
+    vector_rank: int | None
+    distance: float | None
+
+
+def query_vector(conn: psycopg.Connection[Any], query: Query) -> Vector:
+    """``query`` as a pgvector value: text is embedded with the active model.
+
+    Raises :class:`InvalidInputError` for empty, non-1-D or non-finite (NaN, inf) vectors.
+
+    Example::
+
+        query_vector(conn, "space adventure")      # 384-d with all-MiniLM-L6-v2
+    """
+    if isinstance(query, str):
+        if not query.strip():
+            raise InvalidInputError("empty text query")
+        from .embed import load_active_encoder
+
+        array = load_active_encoder(conn).encoder.encode([query])[0]
+    else:
+        array = np.asarray(query, dtype=np.float32)
+    if array.ndim != 1 or array.size == 0:
+        raise InvalidInputError(f"query must be a non-empty 1-D vector, got shape {array.shape}")
+    if not np.isfinite(array).all():
+        raise InvalidInputError("query vector contains NaN or Infinity")
+    return Vector(array)
+
+
+def _check_k(k: int) -> None:
+    if not 1 <= k <= MAX_K:
+        raise InvalidInputError(f"k must be between 1 and {MAX_K}, got {k}")
+
+
+def _user_id(conn: psycopg.Connection[Any], user: UserRef | None) -> int | None:
+    return None if user is None else resolve_user(conn, user)
+
+
+def _run(conn: psycopg.Connection[Any], query_file: str, params: dict[str, Any]) -> list[Any]:
+    try:
+        return conn.execute(sqlfiles.read(query_file), params).fetchall()
+    except psycopg.Error as exc:
+        raise translate(exc) from exc
+
+
+def search(conn: psycopg.Connection[Any], query: Query, k: int = 10,
+           filters: dict[str, Any] | None = None, *, exclude_user: UserRef | None = None,
+           model_id: int | None = None) -> list[SearchHit]:
+    """The ``k`` items nearest to ``query`` among those passing ``filters``, nearest first.
+
+    ``query`` is a vector or a text (embedded with the active model). ``exclude_user`` (user_id
+    or external id) drops the items that user has events on. Filter grammar: docs/search.md.
+
+    Example::
+
+        hits = search(conn, "space adventure", k=5, filters={"tags": {"contains": ["Sci-Fi"]}})
+        print([h.title for h in hits])
+    """
+    _check_k(k)
+    params = {"query": query_vector(conn, query), "k": k, "filters": json.dumps(filters or {}),
+              "exclude_user": _user_id(conn, exclude_user), "model_id": model_id}
+    return [SearchHit(int(r[0]), str(r[1]), r[2], float(r[3]))
+            for r in _run(conn, "queries/search.sql", params)]
+
+
+def search_similar(conn: psycopg.Connection[Any], item: ItemRef, k: int = 10,
+                   filters: dict[str, Any] | None = None, *, exclude_user: UserRef | None = None,
+                   model_id: int | None = None) -> list[SearchHit]:
+    """"More like this": the items nearest to ``item``'s own vector (item_id or external id).
+
+    Example::
+
+        search_similar(conn, "50", k=5)     # Star Wars -> other space operas
+    """
+    _check_k(k)
+    params = {"item_id": resolve_items(conn, [item])[0], "k": k,
+              "filters": json.dumps(filters or {}),
+              "exclude_user": _user_id(conn, exclude_user), "model_id": model_id}
+    return [SearchHit(int(r[0]), str(r[1]), r[2], float(r[3]))
+            for r in _run(conn, "queries/search_similar.sql", params)]
+
+
+def search_text(conn: psycopg.Connection[Any], text: str, k: int = 10,
+                filters: dict[str, Any] | None = None, *, query: Query | None = None,
+                exclude_user: UserRef | None = None, model_id: int | None = None,
+                rrf_k: int = 60, vector: bool = True) -> list[HybridHit]:
+    """Hybrid search: full-text matches of ``text`` fused with its nearest neighbours (RRF).
+
+    The vector side embeds ``text`` with the active model unless ``query`` is given;
+    ``vector=False`` ranks by keywords only.
+
+    Example::
+
+        search_text(conn, "star wars", k=5)[0].title     # 'Star Wars (1977)'
+    """
+    _check_k(k)
+    vec = None
+    if vector:
+        vec = query_vector(conn, text if query is None else query)
+    params = {"text": text, "query": vec, "k": k, "filters": json.dumps(filters or {}),
+              "exclude_user": _user_id(conn, exclude_user), "model_id": model_id,
+              "rrf_k": rrf_k}
+    return [HybridHit(int(r[0]), str(r[1]), r[2], float(r[3]), r[4], r[5],
+                      None if r[6] is None else float(r[6]))
+            for r in _run(conn, "queries/search_text.sql", params)]
+
+
+def explain_search(conn: psycopg.Connection[Any], query: Query, k: int = 10,
+                   filters: dict[str, Any] | None = None, *, exclude_user: UserRef | None = None,
+                   model_id: int | None = None) -> dict[str, Any]:
+    """How :func:`search` runs this query: strategy, reason, estimates, settings, rows, time.
+
+    Example::
+
+        explain_search(conn, q, filters={"category": "Documentary"})["strategy"]   # 'exact'
+    """
+    _check_k(k)
+    params = {"query": query_vector(conn, query), "k": k, "filters": json.dumps(filters or {}),
+              "exclude_user": _user_id(conn, exclude_user), "model_id": model_id}
+    return dict(_run(conn, "queries/search_explain.sql", params)[0][0])
+
+
+def search_items(session: Session, query: Query, k: int = 10,
+                 filters: dict[str, Any] | None = None, **options: Any) -> list[tuple[Item, float]]:
+    """ORM helper: ``(Item, distance)`` pairs from :func:`search`, nearest first.
+
+    Takes the same options as :func:`search`.
+
+    Example::
+
+        with Session(engine) as session:
+            for item, distance in search_items(session, "space adventure", k=5):
+                print(item.title, item.category, distance)
+    """
+    from sqlalchemy import select
+
+    from .orm import Item
+
+    driver = session.connection().connection.driver_connection
+    hits = search(driver, query, k, filters, **options)  # type: ignore[arg-type]
+    if not hits:
+        return []
+    by_id = {item.item_id: item for item in
+             session.scalars(select(Item).where(Item.item_id.in_([h.item_id for h in hits])))}
+    return [(by_id[h.item_id], h.distance) for h in hits if h.item_id in by_id]

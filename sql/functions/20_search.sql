@@ -1,0 +1,616 @@
+-- Filtered nearest-neighbour search: filters, strategy selection, search, more-like-this, hybrid.
+-- Idempotent. The dynamic SQL here is built with format() from whitelisted words and integers
+-- read from embedding_models; every user value reaches it only as a bound parameter ($1...).
+
+-- A jsonb array of strings as text[] (immutable, so the planner folds it into a constant).
+create or replace function pyembed.jsonb_text_array(value jsonb) returns text[]
+language sql immutable strict security invoker parallel safe
+set search_path to pg_catalog, pg_temp
+as $$
+    select coalesce(array_agg(x order by o), '{}') from jsonb_array_elements_text(value)
+        with ordinality as t(x, o)
+$$;
+
+create or replace function pyembed.jsonb_bigint_array(value jsonb) returns bigint[]
+language sql immutable strict security invoker parallel safe
+set search_path to pg_catalog, pg_temp
+as $$
+    select coalesce(array_agg(x::bigint order by o), '{}') from jsonb_array_elements_text(value)
+        with ordinality as t(x, o)
+$$;
+
+-- Raises PE010 unless `value` is a non-empty JSON array whose elements all have type `element`
+-- ('string' or 'integer').
+create or replace function pyembed.filter_check_array(key text, op text, value jsonb, element text)
+returns void
+language plpgsql immutable security invoker
+set search_path to pg_catalog, pg_temp
+as $$
+begin
+    if jsonb_typeof(value) is distinct from 'array' then
+        raise exception 'filter % %: expected a JSON array, got %', key, op,
+            coalesce(jsonb_typeof(value), 'nothing') using errcode = 'PE010';
+    end if;
+    if element = 'string' and exists (
+            select from jsonb_array_elements(value) e where jsonb_typeof(e) <> 'string') then
+        raise exception 'filter % %: every element must be a string', key, op
+            using errcode = 'PE010';
+    end if;
+    if element = 'integer' and exists (
+            select from jsonb_array_elements(value) e
+            where jsonb_typeof(e) <> 'number' or e::text !~ '^-?[0-9]{1,18}$') then
+        raise exception 'filter % %: every element must be an integer id', key, op
+            using errcode = 'PE010';
+    end if;
+end
+$$;
+
+-- One range condition (gt/gte/lt/lte/eq) on a whitelisted ordered column.
+create or replace function pyembed.filter_range(key text, spec jsonb) returns text
+language plpgsql stable security invoker
+set search_path to pg_catalog, pg_temp
+as $$
+declare
+    op text;
+    parts text[] := '{}';
+    cast_type text := case key when 'price' then 'numeric' else 'timestamptz' end;
+begin
+    if jsonb_typeof(spec) <> 'object' or spec = '{}' then
+        raise exception 'filter %: expected an object like {"gte": ..., "lt": ...}', key
+            using errcode = 'PE010';
+    end if;
+    for op in select jsonb_object_keys(spec) loop
+        if op not in ('gt', 'gte', 'lt', 'lte', 'eq') then
+            raise exception 'filter %: unknown operator % (allowed: gt, gte, lt, lte, eq)',
+                key, quote_literal(op) using errcode = 'PE010';
+        end if;
+        if key = 'price' and jsonb_typeof(spec->op) <> 'number' then
+            raise exception 'filter price %: expected a number, got %', op, jsonb_typeof(spec->op)
+                using errcode = 'PE010';
+        end if;
+        if key = 'created_at' then
+            if jsonb_typeof(spec->op) <> 'string' then
+                raise exception 'filter created_at %: expected a timestamp string, got %', op,
+                    jsonb_typeof(spec->op) using errcode = 'PE010';
+            end if;
+            begin
+                perform (spec->>op)::timestamptz;
+            exception when others then
+                raise exception 'filter created_at %: not a timestamp: %', op,
+                    quote_literal(spec->>op) using errcode = 'PE010';
+            end;
+        end if;
+        parts := parts || format('i.%I %s ($1 #>> %L)::%s', key,
+            case op when 'gt' then '>' when 'gte' then '>=' when 'lt' then '<'
+                    when 'lte' then '<=' else '=' end,
+            format('{%s,%s}', key, op), cast_type);
+    end loop;
+    return array_to_string(parts, ' and ');
+end
+$$;
+
+-- The condition of one filter key; values are read from $1 (the whole filters object).
+create or replace function pyembed.filter_condition(key text, spec jsonb) returns text
+language plpgsql stable security invoker
+set search_path to pg_catalog, pg_temp
+as $$
+declare
+    op text;
+    kind text := jsonb_typeof(spec);
+begin
+    case key
+    when 'category', 'external_id' then
+        if kind = 'string' then
+            return format('i.%I = ($1 ->> %L)', key, key);
+        end if;
+        if kind = 'object' and (select count(*) from jsonb_object_keys(spec)) = 1 then
+            op := (select jsonb_object_keys(spec));
+            if op = 'eq' and jsonb_typeof(spec->'eq') = 'string' then
+                return format('i.%I = ($1 #>> %L)', key, format('{%s,eq}', key));
+            elsif op in ('in', 'not_in') then
+                perform pyembed.filter_check_array(key, op, spec->op, 'string');
+                return format('%si.%I = any (pyembed.jsonb_text_array($1 #> %L))',
+                              case op when 'not_in' then 'not ' else '' end, key,
+                              format('{%s,%s}', key, op));
+            end if;
+        end if;
+        raise exception 'filter %: expected a string or {"in": [strings]} / {"not_in": [...]}',
+            key using errcode = 'PE010';
+    when 'price', 'created_at' then
+        return pyembed.filter_range(key, spec);
+    when 'tags' then
+        if kind = 'array' then
+            perform pyembed.filter_check_array(key, 'contains', spec, 'string');
+            return 'i.tags @> pyembed.jsonb_text_array($1 -> ''tags'')';
+        end if;
+        if kind = 'object' and (select count(*) from jsonb_object_keys(spec)) = 1 then
+            op := (select jsonb_object_keys(spec));
+            if op in ('contains', 'overlaps') then
+                perform pyembed.filter_check_array(key, op, spec->op, 'string');
+                return format('i.tags %s pyembed.jsonb_text_array($1 #> %L)',
+                              case op when 'contains' then '@>' else '&&' end,
+                              format('{tags,%s}', op));
+            end if;
+        end if;
+        raise exception 'filter tags: expected {"contains": [strings]} or {"overlaps": [strings]}'
+            using errcode = 'PE010';
+    when 'attributes' then
+        if kind = 'object' then
+            return 'i.attributes @> ($1 -> ''attributes'')';
+        end if;
+        raise exception 'filter attributes: expected an object (JSON containment), got %',
+            coalesce(kind, 'nothing') using errcode = 'PE010';
+    when 'item_id' then
+        if kind = 'object' and (select count(*) from jsonb_object_keys(spec)) = 1 then
+            op := (select jsonb_object_keys(spec));
+            if op in ('in', 'not_in') then
+                perform pyembed.filter_check_array(key, op, spec->op, 'integer');
+                return format('%si.item_id = any (pyembed.jsonb_bigint_array($1 #> %L))',
+                              case op when 'not_in' then 'not ' else '' end,
+                              format('{item_id,%s}', op));
+            end if;
+        end if;
+        raise exception 'filter item_id: expected {"in": [ids]} or {"not_in": [ids]}'
+            using errcode = 'PE010';
+    else
+        raise exception 'unknown filter key % (allowed: category, price, created_at, tags, '
+            'attributes, item_id, external_id)', quote_literal(key) using errcode = 'PE010';
+    end case;
+end
+$$;
+
+-- The filters object as a boolean SQL expression over `pyembed.items i` that reads every value
+-- from $1 (the filters themselves): run it as
+--   EXECUTE format('select ... from pyembed.items i where %s', pyembed.filter_sql(f)) USING f
+-- Keys are ANDed. Unknown keys, wrong value types and unknown operators raise PE010.
+create or replace function pyembed.filter_sql(filters jsonb) returns text
+language plpgsql stable security invoker
+set search_path to pg_catalog, pg_temp
+as $$
+declare
+    key text;
+    parts text[] := '{}';
+begin
+    if filters is null or filters = '{}'::jsonb then
+        return 'true';
+    end if;
+    if jsonb_typeof(filters) <> 'object' then
+        raise exception 'filters must be a JSON object, got %', jsonb_typeof(filters)
+            using errcode = 'PE010';
+    end if;
+    for key in select jsonb_object_keys(filters) loop
+        parts := parts || ('(' || pyembed.filter_condition(key, filters->key) || ')');
+    end loop;
+    return array_to_string(parts, ' and ');
+end
+$$;
+
+-- A numeric setting `pyembed.<name>` (SET / SET LOCAL / ALTER DATABASE ... SET), or `fallback`.
+create or replace function pyembed.search_setting(name text, fallback double precision)
+returns double precision
+language plpgsql stable security invoker
+set search_path to pg_catalog, pg_temp
+as $$
+declare
+    raw text := nullif(current_setting('pyembed.' || name, true), '');
+begin
+    return coalesce(raw::double precision, fallback);
+exception when invalid_text_representation then
+    raise exception 'setting pyembed.% must be a number, got %', name, quote_literal(raw)
+        using errcode = 'PE012';
+end
+$$;
+
+-- How pyembed.search will run this query, without running it (jsonb):
+--   strategy        'exact' (scan the rows passing the filter, sort by exact distance) or
+--                   'hnsw' (HNSW index with iterative scan, candidates re-sorted exactly)
+--   reason          why; estimated_rows (planner), counted_rows (bounded count, when the
+--                   estimate is within 2x of the threshold or the table was never analyzed)
+--   selectivity     passing rows / items; exact_threshold, ef_search, max_scan_tuples, fetch
+--   storage, index  the HNSW index used and its storage (vector, halfvec, bit)
+-- Settings (all optional, e.g. `set pyembed.search_exact_rows = 5000`):
+--   pyembed.search_strategy ('exact' | 'hnsw' forces one), pyembed.search_exact_rows (2000),
+--   pyembed.search_ef_search (max(200, 2 * fetch)), pyembed.search_max_scan_tuples
+--   (max(20000, 4 * fetch / selectivity)), pyembed.search_rerank (candidates per result:
+--   vector 1, halfvec 2, bit 40).
+create or replace function pyembed.search_plan(
+    query vector, k integer default 10, filters jsonb default '{}',
+    exclude_user bigint default null, model_id integer default null)
+returns jsonb
+language plpgsql volatile security invoker
+set search_path to pg_catalog, public, pg_temp
+as $$
+declare
+    m record;
+    f jsonb := coalesce(filters, '{}');
+    fsql text;
+    storage text;
+    index_name text;
+    threshold integer := pyembed.search_setting('search_exact_rows', 2000);
+    forced text := coalesce(nullif(current_setting('pyembed.search_strategy', true), ''), 'auto');
+    total double precision;
+    explained text;
+    estimated double precision;
+    counted bigint;
+    passing double precision;
+    strategy text;
+    reason text;
+    fetch_n integer;
+    ef integer;
+    max_tuples integer;
+    selectivity double precision;
+begin
+    select em.* into m from pyembed.embedding_models em
+    where em.model_id = coalesce(search_plan.model_id, pyembed.active_model_id());
+    if not found then
+        raise exception 'unknown model_id %', search_plan.model_id using errcode = 'PE002';
+    end if;
+    if query is null then
+        raise exception 'query vector is null' using errcode = 'PE011';
+    end if;
+    if vector_dims(query) <> m.dimensions then
+        raise exception 'query has % dimensions, model % (%) has %', vector_dims(query),
+            m.model_id, m.name, m.dimensions using errcode = 'PE011';
+    end if;
+    -- pgvector's vector type already rejects NaN and Infinity; the norm (accumulated in double
+    -- precision) is finite exactly when every component is, so this guard costs one pass.
+    if vector_norm(query) = 'NaN'::double precision
+       or vector_norm(query) = 'Infinity'::double precision then
+        raise exception 'query vector contains NaN or Infinity' using errcode = 'PE011';
+    end if;
+    if k is null or k < 1 or k > 1000 then
+        raise exception 'k must be between 1 and 1000, got %', k using errcode = 'PE012';
+    end if;
+    if exclude_user is not null
+       and not exists (select from pyembed.users u where u.user_id = exclude_user) then
+        raise exception 'unknown user_id %', exclude_user using errcode = 'PE003';
+    end if;
+    if forced not in ('auto', 'exact', 'hnsw') then
+        raise exception 'pyembed.search_strategy must be auto, exact or hnsw, got %',
+            quote_literal(forced) using errcode = 'PE012';
+    end if;
+
+    fsql := pyembed.filter_sql(f);
+    storage := coalesce(m.config->>'index_storage', 'vector');
+    index_name := pyembed.model_index_name(m.model_id, storage);
+    select greatest(c.reltuples, 0) into total from pg_class c
+    where c.oid = 'pyembed.items'::regclass and c.reltuples >= 0;
+
+    if fsql <> 'true' then
+        execute 'explain (format json) select 1 from pyembed.items i where ' || fsql
+            into explained using f;
+        estimated := (explained::jsonb #>> '{0,Plan,Plan Rows}')::double precision;
+        if total is null or estimated between threshold / 2.0 and threshold * 2.0 then
+            execute format('select count(*) from (select from pyembed.items i where %s limit %s) s',
+                           fsql, threshold + 1)
+                into counted using f;
+        end if;
+    end if;
+    -- A count that reached the limit is only a lower bound: keep the estimate when larger.
+    passing := case when counted <= threshold then counted
+                    else greatest(counted, coalesce(estimated, total)) end;
+
+    if to_regclass(format('pyembed.%I', index_name)) is null then
+        strategy := 'exact';
+        reason := format('no HNSW index %s (run pyembed.ensure_model_index)', index_name);
+    elsif forced <> 'auto' then
+        strategy := forced;
+        reason := 'forced by pyembed.search_strategy';
+    elsif fsql = 'true' then
+        strategy := 'hnsw';
+        reason := 'no filter';
+    elsif passing <= threshold then
+        strategy := 'exact';
+        reason := format('%s rows pass the filter <= %s (pyembed.search_exact_rows)',
+                         passing::bigint, threshold);
+    else
+        strategy := 'hnsw';
+        reason := format('~%s rows pass the filter > %s (pyembed.search_exact_rows)',
+                         passing::bigint, threshold);
+    end if;
+
+    selectivity := case when total > 0 then least(passing / total, 1) end;
+    -- Quantized indexes return approximate distances: fetch more, re-rank with the full vectors.
+    fetch_n := least(1000, k * pyembed.search_setting('search_rerank',
+                                case storage when 'bit' then 40 when 'halfvec' then 2 else 1 end));
+    fetch_n := greatest(fetch_n, k);
+    -- 200 candidates per layer-0 search: recall@10 ~0.99 on 100k x 384 (bench/filtered_search).
+    ef := least(1000, pyembed.search_setting('search_ef_search', greatest(200, 2 * fetch_n)));
+    max_tuples := least(1000000, pyembed.search_setting('search_max_scan_tuples',
+        greatest(20000, ceil(4 * fetch_n / greatest(coalesce(selectivity, 1), 1e-6)))));
+
+    return jsonb_build_object(
+        'strategy', strategy, 'reason', reason, 'model_id', m.model_id,
+        'dimensions', m.dimensions, 'distance', m.distance, 'storage', storage,
+        'index', index_name, 'filter_sql', fsql, 'k', k, 'fetch', fetch_n,
+        'estimated_rows', estimated, 'counted_rows', counted, 'total_rows', total,
+        'selectivity', selectivity, 'exact_threshold', threshold,
+        'ef_search', ef, 'max_scan_tuples', max_tuples, 'exclude_user', exclude_user);
+end
+$$;
+
+-- The SQL text of one strategy, from a plan made by search_plan. Parameters:
+-- $1 filters, $2 query, $3 excluded item ids, $4 candidates to fetch, $5 k.
+-- Returns one row: (ids bigint[], distances double precision[]), best first.
+create or replace function pyembed.search_sql(plan jsonb, strategy text) returns text
+language plpgsql immutable security invoker
+set search_path to pg_catalog, pg_temp
+as $$
+declare
+    dims integer := (plan->>'dimensions')::integer;
+    model integer := (plan->>'model_id')::integer;
+    storage text := plan->>'storage';
+    op text := case plan->>'distance' when 'cosine' then '<=>' when 'l2' then '<->' else '<#>' end;
+    filtered boolean := plan->>'filter_sql' <> 'true';
+    -- Only with an excluded user: even an empty "<> all" costs the planner time.
+    excluding text := case when plan->>'exclude_user' is not null
+                           then ' and ie.item_id <> all ($3)' else '' end;
+    indexed text;
+    candidates text;
+begin
+    if storage not in ('vector', 'halfvec', 'bit') then
+        raise exception 'unknown index storage %', quote_literal(storage) using errcode = '22023';
+    end if;
+    if strategy = 'exact' then
+        -- No cast on the column: this ORDER BY cannot match the HNSW index, so it is exact.
+        return format($q$
+            select array_agg(item_id order by d, item_id), array_agg(d order by d, item_id)
+            from (select ie.item_id, ie.embedding %s $2 as d
+                  from pyembed.item_embeddings ie
+                  join pyembed.items i on i.item_id = ie.item_id
+                  where ie.model_id = %s and (%s)%s
+                  order by d, ie.item_id
+                  limit $5) r$q$, op, model, plan->>'filter_sql', excluding);
+    end if;
+    -- The expression must be the one ensure_model_index indexed, or the planner cannot use it.
+    indexed := case storage
+        when 'bit' then format('binary_quantize(ie.embedding)::bit(%1$s) <~> '
+                               'binary_quantize($2)::bit(%1$s)', dims)
+        else format('(ie.embedding::%1$s(%2$s)) %3$s ($2::%1$s(%2$s))', storage, dims, op) end;
+    -- Candidates in index order (relaxed: nearly sorted), then sorted by exact distance. With
+    -- float32 storage the indexed distance is exact; quantized storage re-ranks the candidates
+    -- with the full vectors.
+    candidates := format($q$
+        select ie.item_id, %s as d
+        from pyembed.item_embeddings ie %s
+        where ie.model_id = %s and (%s)%s
+        order by %s
+        limit $4$q$,
+        case storage when 'vector' then indexed else format('ie.embedding %s $2', op) end,
+        case when filtered then 'join pyembed.items i on i.item_id = ie.item_id' else '' end,
+        model, plan->>'filter_sql', excluding, indexed);
+    return format($q$
+        select array_agg(item_id order by d, item_id), array_agg(d order by d, item_id)
+        from (select c.item_id, c.d from (%s) c order by c.d, c.item_id limit $5) r$q$,
+        candidates);
+end
+$$;
+
+-- Runs the HNSW strategy of a plan. The SET clauses make every setting below local to this call:
+-- PostgreSQL restores them when the function returns (set_config(..., true) inside a function
+-- with a SET clause for the same setting does not outlive the call). relaxed_order: iterative
+-- index scans continue past ef_search until enough rows pass the filter (up to
+-- max_scan_tuples); enable_sort off steers the planner to the ordered index scan rather than
+-- filter-then-sort.
+create or replace function pyembed.search_run_hnsw(
+    plan jsonb, query vector, filters jsonb, excluded bigint[],
+    out ids bigint[], out distances double precision[])
+language plpgsql volatile security invoker
+set search_path to pg_catalog, public, pg_temp
+set hnsw.iterative_scan to 'relaxed_order'
+set hnsw.ef_search to 40
+set hnsw.max_scan_tuples to 20000
+set enable_sort to off
+as $$
+begin
+    perform set_config('hnsw.ef_search', plan->>'ef_search', true),
+            set_config('hnsw.max_scan_tuples', plan->>'max_scan_tuples', true);
+    execute pyembed.search_sql(plan, 'hnsw') into ids, distances
+        using filters, query, excluded, (plan->>'fetch')::integer, (plan->>'k')::integer;
+end
+$$;
+
+-- Runs one strategy of a plan: (ids, distances), best first.
+create or replace function pyembed.search_run(
+    plan jsonb, strategy text, query vector, filters jsonb, excluded bigint[],
+    out ids bigint[], out distances double precision[])
+language plpgsql volatile security invoker
+set search_path to pg_catalog, public, pg_temp
+as $$
+begin
+    if strategy = 'hnsw' then
+        select r.ids, r.distances into ids, distances
+        from pyembed.search_run_hnsw(plan, query, coalesce(filters, '{}'::jsonb),
+                                     coalesce(excluded, '{}')) r;
+    else
+        execute pyembed.search_sql(plan, 'exact') into ids, distances
+            using coalesce(filters, '{}'::jsonb), query, coalesce(excluded, '{}'),
+                  (plan->>'fetch')::integer, (plan->>'k')::integer;
+    end if;
+    ids := coalesce(ids, '{}');
+    distances := coalesce(distances, '{}');
+end
+$$;
+
+-- Item ids a user has any event on (for exclude_user).
+create or replace function pyembed.user_item_ids(p_user_id bigint) returns bigint[]
+language sql stable security invoker
+set search_path to pg_catalog, pg_temp
+as $$
+    select coalesce(array_agg(distinct e.item_id), '{}')
+    from pyembed.events e where e.user_id = p_user_id
+$$;
+
+-- The k items nearest to `query` among those passing `filters` (see pyembed.filter_sql), without
+-- the items `exclude_user` has events on, for one model (default: the active one). Returns
+-- min(k, number of passing items) rows: when the HNSW path finds fewer than k, the exact scan
+-- runs. See pyembed.search_plan for the strategy; `set client_min_messages = debug` shows it.
+--   select * from pyembed.search('[...]'::vector, 10, '{"category": "Comedy"}');
+create or replace function pyembed.search(
+    query vector, k integer default 10, filters jsonb default '{}',
+    exclude_user bigint default null, model_id integer default null)
+returns table (item_id bigint, external_id text, title text, distance double precision)
+language plpgsql volatile security invoker
+set search_path to pg_catalog, public, pg_temp
+as $$
+declare
+    plan jsonb := pyembed.search_plan(query, k, filters, exclude_user, model_id);
+    excluded bigint[] := case when exclude_user is not null
+                              then pyembed.user_item_ids(exclude_user) else '{}' end;
+    found_ids bigint[];
+    found_distances double precision[];
+begin
+    select r.ids, r.distances into found_ids, found_distances
+    from pyembed.search_run(plan, plan->>'strategy', query, filters, excluded) r;
+    if plan->>'strategy' = 'hnsw' and cardinality(found_ids) < k then
+        raise debug 'pyembed.search: HNSW found % < % rows, falling back to exact',
+            cardinality(found_ids), k;
+        select r.ids, r.distances into found_ids, found_distances
+        from pyembed.search_run(plan, 'exact', query, filters, excluded) r;
+    end if;
+    return query
+        select i.item_id, i.external_id, i.title, x.d
+        from unnest(found_ids, found_distances) with ordinality as x(id, d, o)
+        join pyembed.items i on i.item_id = x.id
+        order by x.o;
+end
+$$;
+
+-- Like search_plan, but runs the search too: adds rows, fallback (HNSW found < k, exact ran)
+-- and elapsed_ms.
+create or replace function pyembed.explain_search(
+    query vector, k integer default 10, filters jsonb default '{}',
+    exclude_user bigint default null, model_id integer default null)
+returns jsonb
+language plpgsql volatile security invoker
+set search_path to pg_catalog, public, pg_temp
+as $$
+declare
+    plan jsonb := pyembed.search_plan(query, k, filters, exclude_user, model_id);
+    excluded bigint[] := case when exclude_user is not null
+                              then pyembed.user_item_ids(exclude_user) else '{}' end;
+    started timestamptz := clock_timestamp();
+    found bigint[];
+    fallback boolean := false;
+begin
+    select r.ids into found
+    from pyembed.search_run(plan, plan->>'strategy', query, filters, excluded) r;
+    if plan->>'strategy' = 'hnsw' and cardinality(found) < k then
+        fallback := true;
+        select r.ids into found
+        from pyembed.search_run(plan, 'exact', query, filters, excluded) r;
+    end if;
+    return plan || jsonb_build_object(
+        'rows', cardinality(found), 'fallback', fallback,
+        'elapsed_ms', round((extract(epoch from clock_timestamp() - started) * 1000)::numeric, 3));
+end
+$$;
+
+-- "More like this": the k items nearest to an item's own vector, without the item itself.
+create or replace function pyembed.search_similar(
+    similar_to bigint, k integer default 10, filters jsonb default '{}',
+    exclude_user bigint default null, model_id integer default null)
+returns table (item_id bigint, external_id text, title text, distance double precision)
+language plpgsql volatile security invoker
+set search_path to pg_catalog, public, pg_temp
+as $$
+declare
+    m integer := coalesce(search_similar.model_id, pyembed.active_model_id());
+    source_id bigint := similar_to;
+    v vector;
+begin
+    if not exists (select from pyembed.items i where i.item_id = source_id) then
+        raise exception 'unknown item_id %', source_id using errcode = 'PE004';
+    end if;
+    select ie.embedding into v from pyembed.item_embeddings ie
+    where ie.model_id = m and ie.item_id = source_id;
+    if v is null then
+        raise exception 'item % has no vector for model % yet', source_id, m
+            using errcode = 'PE004', hint = 'run the worker (`pyembed-db worker --once`)';
+    end if;
+    if k is null or k < 1 or k > 1000 then
+        raise exception 'k must be between 1 and 1000, got %', k using errcode = 'PE012';
+    end if;
+    return query
+        select s.item_id, s.external_id, s.title, s.distance
+        from pyembed.search(v, k + 1, filters, exclude_user, m) s
+        where s.item_id <> source_id
+        order by s.distance, s.item_id
+        limit k;
+end
+$$;
+
+-- Hybrid keyword + vector search: full-text matches of `query_text` on items.search_text
+-- (websearch syntax, English) and the nearest neighbours of `query`, both within `filters`,
+-- fused by reciprocal rank fusion: score = sum of 1 / (rrf_k + rank) over the two lists.
+-- Either input may be null (then only the other ranks). text_rank / vector_rank are the item's
+-- ranks in each list (null when absent), distance its vector distance when it was a neighbour.
+create or replace function pyembed.search_text(
+    query_text text, query vector default null, k integer default 10, filters jsonb default '{}',
+    exclude_user bigint default null, model_id integer default null, rrf_k integer default 60)
+returns table (item_id bigint, external_id text, title text, score double precision,
+               text_rank integer, vector_rank integer, distance double precision)
+language plpgsql volatile security invoker
+set search_path to pg_catalog, public, pg_temp
+as $$
+declare
+    f jsonb := coalesce(filters, '{}');
+    pool integer;
+    tsq tsquery := websearch_to_tsquery('english', coalesce(query_text, ''));
+    excluded bigint[];
+    text_ids bigint[] := '{}';
+    vector_ids bigint[] := '{}';
+    vector_distances double precision[] := '{}';
+begin
+    if k is null or k < 1 or k > 1000 then
+        raise exception 'k must be between 1 and 1000, got %', k using errcode = 'PE012';
+    end if;
+    if rrf_k is null or rrf_k < 1 then
+        raise exception 'rrf_k must be >= 1, got %', rrf_k using errcode = 'PE012';
+    end if;
+    if query is null and numnode(tsq) = 0 then
+        raise exception 'search_text needs query_text with words or a query vector'
+            using errcode = 'PE012';
+    end if;
+    if exclude_user is not null
+       and not exists (select from pyembed.users u where u.user_id = exclude_user) then
+        raise exception 'unknown user_id %', exclude_user using errcode = 'PE003';
+    end if;
+    pool := least(1000, greatest(4 * k, 50));
+    excluded := case when exclude_user is not null
+                     then pyembed.user_item_ids(exclude_user) else '{}' end;
+    if numnode(tsq) > 0 then
+        execute format($q$
+            select coalesce(array_agg(item_id order by r desc, item_id), '{}') from (
+                select i.item_id, ts_rank_cd(i.search_text, $2) as r
+                from pyembed.items i
+                where i.search_text @@ $2 and (%s) and i.item_id <> all ($3)
+                order by r desc, i.item_id limit $4) t$q$, pyembed.filter_sql(f))
+            into text_ids using f, tsq, excluded, pool;
+    end if;
+    if query is not null then
+        select coalesce(array_agg(s.item_id order by s.distance, s.item_id), '{}'),
+               coalesce(array_agg(s.distance order by s.distance, s.item_id), '{}')
+        into vector_ids, vector_distances
+        from pyembed.search(query, pool, f, exclude_user, search_text.model_id) s;
+    end if;
+    return query
+    with by_text as (
+        select t.id, t.o::integer as rank from unnest(text_ids) with ordinality as t(id, o)
+    ),
+    by_vector as (
+        select v.id, v.d as distance, v.o::integer as rank
+        from unnest(vector_ids, vector_distances) with ordinality as v(id, d, o)
+    ),
+    fused as (
+        select coalesce(t.id, v.id) as id,
+               coalesce(1.0 / (rrf_k + t.rank), 0) + coalesce(1.0 / (rrf_k + v.rank), 0) as s,
+               t.rank as tr, v.rank as vr, v.distance
+        from by_text t full join by_vector v on v.id = t.id
+    )
+    select i.item_id, i.external_id, i.title, fu.s::double precision, fu.tr, fu.vr, fu.distance
+    from fused fu join pyembed.items i on i.item_id = fu.id
+    order by fu.s desc, fu.tr nulls last, fu.vr nulls last, i.item_id
+    limit k;
+end
+$$;
