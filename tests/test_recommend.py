@@ -50,7 +50,7 @@ def world(db_url: str) -> dict[str, Any]:
         events += [(crowd[0], b_items[5], "view", None, T0)]
         add_events(conn, events)
         conn.commit()
-        assert users.refresh_users(conn) == 9  # fan-a, both, grumpy, 5 crowd... and newbie? no
+        assert users.refresh_users(conn) == 8  # everyone with events: not newbie
     return {"ids": ids, "cat": cat, "a": a_items, "b": b_items, "fan_a": fan_a, "both": both,
             "newbie": newbie, "grumpy": grumpy, "model_id": model_id}
 
@@ -69,7 +69,8 @@ def test_filters_apply(conn: psycopg.Connection[Any], world: dict[str, Any]) -> 
     recs = recommend(conn, world["fan_a"], k=5, filters={"category": "B"})
     assert len(recs) == 5 and all(world["cat"][r.item_id] == "B" for r in recs)
     popular = recommend(conn, "newbie", k=5, filters={"category": "B"})
-    assert [r.item_id for r in popular] == [world["b"][5]]
+    assert popular[0].item_id == world["b"][5]  # viewed once more than the other liked Bs
+    assert len(popular) == 5 and all(world["cat"][r.item_id] == "B" for r in popular)
 
 
 def test_both_tastes_of_a_multi_interest_user_appear(conn: psycopg.Connection[Any],
@@ -118,14 +119,30 @@ def test_diversity_re_ranks_with_mmr(conn: psycopg.Connection[Any], world: dict[
     assert recommend(conn, "fan-a", k=5, diversity=0.0) == recommend(conn, "fan-a", k=5)
 
 
+def test_popularity_blend(conn: psycopg.Connection[Any], world: dict[str, Any]) -> None:
+    plain = recommend(conn, "fan-a", k=3)
+    assert recommend(conn, "fan-a", k=3, popularity=0.0) == plain
+    only_popular = recommend(conn, "fan-a", k=2, popularity=1.0)
+    # The two most popular items fan-a has not seen (both C), whatever their similarity.
+    assert [r.item_id for r in only_popular] == [world["ids"][-1], world["ids"][-2]]
+    assert {r.source for r in only_popular} == {"popular"}
+    blended = recommend(conn, "fan-a", k=6, popularity=0.7)
+    cats = {world["cat"][r.item_id] for r in blended}
+    assert "A" in cats and "C" in cats  # similar items and the very popular one
+    assert [r.score for r in blended] == sorted((r.score for r in blended), reverse=True)
+    with pytest.raises(InvalidInputError):
+        recommend(conn, "fan-a", popularity=2)
+
+
 def test_cold_start_returns_popular_items(conn: psycopg.Connection[Any],
                                           world: dict[str, Any]) -> None:
     recs = recommend(conn, "newbie", k=3)
-    assert [r.item_id for r in recs] == [world["ids"][-1], world["ids"][-2], world["b"][5]]
+    # 5 purchases (one day older) > 3 purchases > a purchase + a like (a[0..3] tie: lowest id).
+    assert [r.item_id for r in recs] == [world["ids"][-1], world["ids"][-2], world["a"][0]]
     assert {r.source for r in recs} == {"popular"}
     # grumpy has only a dislike: no vector, popularity without the item they already saw.
     grumpy = recommend(conn, "grumpy", k=2)
-    assert [r.item_id for r in grumpy] == [world["ids"][-2], world["b"][5]]
+    assert [r.item_id for r in grumpy] == [world["ids"][-2], world["a"][0]]
 
 
 def test_unknown_user_and_bad_arguments(conn: psycopg.Connection[Any],
@@ -138,6 +155,7 @@ def test_unknown_user_and_bad_arguments(conn: psycopg.Connection[Any],
         recommend(conn, "nobody")
     with pytest.raises(NotFoundError):
         recommend(conn, 987654321)
+    conn.rollback()
     with pytest.raises(InvalidInputError):
         recommend(conn, "fan-a", k=0)
     conn.rollback()
@@ -156,3 +174,27 @@ def test_orm_helper_returns_items_in_order(db_url: str, world: dict[str, Any]) -
             assert all(i.category == "A" for i in items)
     finally:
         engine.dispose()
+
+
+def test_reader_role_can_recommend(db_url: str, world: dict[str, Any]) -> None:
+    with connect(db_url) as conn:
+        expected = recommend(conn, "fan-a", k=3)
+        conn.execute("set role pyembed_reader")
+        assert recommend(conn, "fan-a", k=3, diversity=0.5, positive=["r15"])
+        assert recommend(conn, "newbie", k=2)[0].source == "popular"
+        assert recommend(conn, "fan-a", k=3) == expected
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            conn.execute("select pyembed.refresh_users()")
+
+
+def test_popularity_cache_matches_live_ranking(conn: psycopg.Connection[Any],
+                                               world: dict[str, Any]) -> None:
+    live = recommend(conn, "newbie", k=5)
+    assert conn.execute("select pyembed.refresh_popularity()").fetchone()[0] > 0
+    assert conn.execute("select pyembed.refresh_popularity()").fetchone() == (0,)  # up to date
+    assert recommend(conn, "newbie", k=5) == live
+    # New events are not seen by the cache until it is refreshed again.
+    add_events(conn, [(world["grumpy"], world["b"][0], "purchase", None, T0)] * 5)  # 25 + 3
+    assert recommend(conn, "newbie", k=1) == live[:1]
+    assert conn.execute("select pyembed.refresh_popularity()").fetchone()[0] > 0
+    assert recommend(conn, "newbie", k=1)[0].item_id == world["b"][0]

@@ -51,8 +51,9 @@ def test_user_with_two_tastes_gets_two_distinct_interests(conn: psycopg.Connecti
     add_events(conn, [(user, i, "purchase", None, T0) for i in items[:15]]
                + [(user, i, "purchase", None, T0) for i in items[15:23]])
     assert users.refresh_user(conn, user) == 2 + 2
-    rows = conn.execute("select slot, embedding, weight, event_count from pyembed.user_embeddings "
-                        "where user_id = %s and kind = 'interest' order by slot", (user,)).fetchall()
+    rows = conn.execute(
+        "select slot, embedding, weight, event_count from pyembed.user_embeddings "
+        "where user_id = %s and kind = 'interest' order by slot", (user,)).fetchall()
     assert len(rows) == 2
     vectors = [users.as_array(r[1]) for r in rows]
     assert abs(float(vectors[0] @ vectors[1])) < 0.3
@@ -73,7 +74,12 @@ def test_worker_step_writes_interests_for_queued_users(db_url: str) -> None:
         add_events(conn, [(few, items[0], "view", None, T0)]
                    + [(many, i, "like", None, T0) for i in items])
         conn.commit()
+        # The items are still queued for embedding: the step waits for them.
+        assert users.refresh_step(conn, 10) == 0
+        conn.execute("delete from pyembed.item_queue")  # as if the embed step had run
+        conn.commit()
         assert users.refresh_step(conn, 10) == 2
+        assert users.refresh_step(conn, 10) == 1  # queue empty: the popularity cache is built
         assert users.refresh_step(conn, 10) == 0
         kinds = conn.execute("select user_id, kind, count(*) from pyembed.user_embeddings "
                              "where model_id = %s group by 1, 2 order by 1, 2",

@@ -35,21 +35,25 @@ def world(db_url: str) -> dict[str, Any]:
 
 
 def test_event_weight_rule(conn: psycopg.Connection[Any]) -> None:
-    got = conn.execute("select pyembed.event_weight('rating', 5), pyembed.event_weight('rating', 1),"
-                       " pyembed.event_weight('rating', 3), pyembed.event_weight('purchase'),"
-                       " pyembed.event_weight('dislike')").fetchone()
+    got = conn.execute(
+        "select pyembed.event_weight('rating', 5), pyembed.event_weight('rating', 1),"
+        " pyembed.event_weight('rating', 3), pyembed.event_weight('purchase'),"
+        " pyembed.event_weight('dislike')").fetchone()
     assert got == (2.0, -2.0, 0.0, 5.0, -3.0)
     with pytest.raises(psycopg.Error) as info:
         conn.execute("select pyembed.event_weight('teleport')")
     assert info.value.sqlstate == "PE012"
 
 
-def test_vector_equals_numpy_reference(conn: psycopg.Connection[Any], world: dict[str, Any]) -> None:
+def test_vector_equals_numpy_reference(conn: psycopg.Connection[Any],
+                                       world: dict[str, Any]) -> None:
     it, vec = world["items"], world["vectors"]
     user = add_user(conn, "ref")
     events = [  # (item index, type, value, days before the latest event)
         (0, "view", None, 20), (0, "click", None, 12), (1, "purchase", None, 3),
         (2, "rating", 5, 8), (3, "rating", 1, 1), (4, "dislike", None, 0), (5, "rating", 3, 2),
+        (1, "view", None, 9),  # item 1: events before and inside the short-term window
+        (4, "purchase", None, 6),  # item 4: liked overall, disliked within the window
     ]
     add_events(conn, [(user, it[i], t, v, T0 - d * DAY) for i, t, v, d in events]
                + [(user, world["bare"], "purchase", None, T0 - 30 * DAY)])
@@ -58,13 +62,20 @@ def test_vector_equals_numpy_reference(conn: psycopg.Connection[Any], world: dic
     assert written == (2,)
 
     weight = {"view": 1, "click": 2, "purchase": 5, "dislike": -3}
-    long_sum, short_sum = np.zeros(DIM), np.zeros(DIM)
-    for i, t, v, d in events:
-        w = (v - 3) if t == "rating" else weight[t]
-        contribution = w * 0.5 ** (d / 10) * vec[i]
-        long_sum += contribution
-        if d <= 5:
-            short_sum += contribution
+
+    def reference(max_days: float) -> np.ndarray:
+        net: dict[int, float] = {}  # decayed net weight per item
+        for i, t, v, d in events:
+            if d <= max_days:
+                w = (v - 3) if t == "rating" else weight[t]
+                net[i] = net.get(i, 0.0) + w * 0.5 ** (d / 10)
+        pos = sum(w * vec[i] for i, w in net.items() if w > 0)
+        neg = sum(w * vec[i] for i, w in net.items() if w < 0)
+        p_sum = sum(w for w in net.values() if w > 0)
+        n_sum = -sum(w for w in net.values() if w < 0)
+        return unit(pos / p_sum + 0.5 * neg / n_sum)  # mean(liked) - 0.5 * mean(disliked)
+
+    long_sum, short_sum = reference(1e9), reference(5)
     np.testing.assert_allclose(user_vector(conn, user), unit(long_sum), atol=1e-5)
     np.testing.assert_allclose(user_vector(conn, user, "short_term"), unit(short_sum), atol=1e-5)
     row = conn.execute("select event_count, event_watermark, (select max(event_id) from "
@@ -161,7 +172,8 @@ def test_since_requeues_users_whose_vectors_miss_events(conn: psycopg.Connection
     assert conn.execute("select pyembed.refresh_users(since => %s)", (T0 - DAY,)).fetchone() == (0,)
 
 
-def test_unknown_user_is_a_clear_error(conn: psycopg.Connection[Any], world: dict[str, Any]) -> None:
+def test_unknown_user_is_a_clear_error(conn: psycopg.Connection[Any],
+                                       world: dict[str, Any]) -> None:
     with pytest.raises(psycopg.Error) as info:
         conn.execute("select pyembed.refresh_user(987654321)")
     assert info.value.sqlstate == "PE003"
@@ -170,3 +182,4 @@ def test_unknown_user_is_a_clear_error(conn: psycopg.Connection[Any], world: dic
         users.refresh_user(conn, "nobody")
     with pytest.raises(NotFoundError):
         users.refresh_user(conn, 987654321)
+

@@ -1,0 +1,155 @@
+"""``pyembed-db refresh-users``, ``pyembed-db recommend`` and ``pyembed-db evaluate``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from dataclasses import asdict
+from datetime import datetime
+from typing import Any
+
+from .. import sqlfiles, users
+from ..errors import InvalidInputError
+from ..evaluate import evaluate
+from ..recommend import VECTOR_KINDS, recommend
+from .common import add_json_flag, emit, open_connection, table
+
+WIDTH = 44  # characters of a title in the side-by-side view
+
+
+def _command(subparsers: Any, name: str, text: str, description: str) -> argparse.ArgumentParser:
+    parser: argparse.ArgumentParser = subparsers.add_parser(
+        name, help=text, description=description,
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_json_flag(parser)
+    return parser
+
+
+def register(subparsers: Any) -> None:
+    refresh = _command(
+        subparsers, "refresh-users", "recompute user vectors from their events",
+        "Recompute the long-term, short-term and interest vectors of the users queued by new "
+        "events (all of them, batch by batch), or of one user with --user. --since also "
+        "re-queues users with events at or after a time that their vectors do not include "
+        "(e.g. after a bulk load with triggers off)."
+        "\n\nExamples:\n  pyembed-db refresh-users\n  pyembed-db refresh-users --user 196 --json")
+    refresh.add_argument("--user", metavar="EXTERNAL_ID", help="refresh only this user")
+    refresh.add_argument("--since", type=datetime.fromisoformat, metavar="TIMESTAMP",
+                         help="also re-queue users with unincluded events since then")
+    refresh.add_argument("--batch", type=int, default=1000, help="users per transaction")
+    refresh.add_argument("--no-interests", action="store_true",
+                         help="skip the multi-interest vectors (SQL only, like pg_cron)")
+    refresh.set_defaults(handler=_refresh)
+
+    rec = _command(
+        subparsers, "recommend", "recommend items to a user (with their recent history)",
+        "Recommend items to a user from their vectors (interests, else long-term), within "
+        "filters, without items they already interacted with; popular items for users "
+        "without vectors. Human output shows the user's recent history next to the list."
+        "\n\nExamples:\n  pyembed-db recommend 196 --k 5\n"
+        "  pyembed-db recommend 196 --filter '{\"category\": \"Comedy\"}' --diversity 0.3\n"
+        "  pyembed-db recommend 196 --positive 50 --negative 181 --json")
+    rec.add_argument("user", metavar="USER_EXTERNAL_ID")
+    rec.add_argument("--k", type=int, default=10, help="how many items (default 10)")
+    rec.add_argument("--filter", type=json.loads, default={}, metavar="JSON",
+                     help='filters, e.g. {"category": "Drama", "price": {"lt": 20}}')
+    rec.add_argument("--diversity", type=float, default=0.0, help="MMR diversity 0..1")
+    rec.add_argument("--positive", nargs="+", default=[], metavar="ITEM",
+                     help="external ids of items to move toward")
+    rec.add_argument("--negative", nargs="+", default=[], metavar="ITEM",
+                     help="external ids of items to move away from")
+    rec.add_argument("--include-seen", action="store_true", help="allow items already seen")
+    rec.add_argument("--vectors", choices=VECTOR_KINDS, default="auto",
+                     help="which user vectors to query with (default auto)")
+    rec.add_argument("--popularity", type=float, default=0.0,
+                     help="blend popularity into the ranking, 0..1 (default 0)")
+    rec.add_argument("--history", type=int, default=10, help="recent events to show")
+    rec.set_defaults(handler=_recommend)
+
+    ev = _command(
+        subparsers, "evaluate", "offline evaluation on a temporal split (writes nothing)",
+        "Hold out each user's last N events (or every event after --cutoff), train the user "
+        "vectors on the rest inside a transaction that is rolled back, and report recall@k, "
+        "NDCG@k and catalog coverage of the popularity baseline, the single long-term vector "
+        "and the multi-interest vectors, with and without excluding seen items. Relevant "
+        "held-out items: positive net weight (ratings >= 4)."
+        "\n\nExamples:\n  pyembed-db evaluate\n  pyembed-db evaluate --holdout 5 --k 20 --json\n"
+        "  pyembed-db evaluate --cutoff 1998-03-01")
+    split = ev.add_mutually_exclusive_group()
+    split.add_argument("--holdout", type=int, default=10, help="events held out per user")
+    split.add_argument("--cutoff", type=datetime.fromisoformat, metavar="TIMESTAMP",
+                       help="hold out every event at or after this time")
+    ev.add_argument("--k", type=int, default=10, help="list length (default 10)")
+    ev.set_defaults(handler=_evaluate)
+
+
+def _refresh(args: argparse.Namespace) -> int:
+    with open_connection(args) as conn:
+        if args.user:
+            written = users.refresh_user(conn, args.user, interests=not args.no_interests)
+            conn.commit()
+            data = {"user": args.user, "vectors": written}
+            emit(args, data, lambda d: f"user {d['user']}: {d['vectors']} vectors")
+            return 0
+        done = users.refresh_users(conn, batch_size=args.batch, since=args.since,
+                                   interests=not args.no_interests)
+    emit(args, {"users_refreshed": done}, lambda d: f"refreshed {d['users_refreshed']} users")
+    return 0
+
+
+def _short(text: Any, width: int = WIDTH) -> str:
+    value = "" if text is None else str(text)
+    return value if len(value) <= width else value[: width - 1] + "…"
+
+
+def _side_by_side(history: list[dict[str, Any]], recs: list[dict[str, Any]]) -> str:
+    left = [f"{h['event_type']}{'' if h['value'] is None else ' ' + format(h['value'], 'g')}"
+            f"  {_short(h['title'])}" for h in history]
+    right = [f"{r['score']:.3f}  {_short(r['title'])}  [{r['source']}]" for r in recs]
+    width = max([len("recent history (newest first)"), *map(len, left)])
+    lines = [f"{'recent history (newest first)'.ljust(width)}  |  recommended"]
+    lines.append(f"{'-' * width}--+--{'-' * 40}")
+    for i in range(max(len(left), len(right))):
+        a = left[i] if i < len(left) else ""
+        b = right[i] if i < len(right) else ""
+        lines.append(f"{a.ljust(width)}  |  {b}")
+    return "\n".join(lines)
+
+
+def _recommend(args: argparse.Namespace) -> int:
+    with open_connection(args) as conn:
+        user_id = users.resolve_user(conn, args.user)
+        recs = recommend(conn, args.user, args.k, args.filter, exclude_seen=not args.include_seen,
+                         diversity=args.diversity, positive=args.positive,
+                         negative=args.negative, vectors=args.vectors,
+                         popularity=args.popularity)
+        rows = conn.execute(sqlfiles.read("queries/user_history.sql"),
+                            {"user_id": user_id, "limit": max(args.history, 0)}).fetchall()
+    history = [{"occurred_at": r[0], "event_type": r[1], "value": r[2], "item_id": r[3],
+                "external_id": r[4], "title": r[5]} for r in rows]
+    data = {"user": args.user, "history": history, "recommendations": [asdict(r) for r in recs]}
+    emit(args, data, lambda d: f"user {d['user']}\n"
+         + _side_by_side(d["history"], d["recommendations"]))
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    if args.k < 1:
+        raise InvalidInputError("--k must be >= 1")
+    with open_connection(args) as conn:
+        report = evaluate(conn, holdout=None if args.cutoff else args.holdout,
+                          cutoff=args.cutoff, k=args.k)
+
+    def human(d: dict[str, Any]) -> str:
+        split = d["split"]
+        how = f"cutoff {split['cutoff']}" if split["cutoff"] else f"last {split['holdout']} " \
+            "events per user"
+        head = (f"held out {split['heldout_events']} events ({how}); "
+                f"{split['users']} users with relevant held-out items; k = {d['k']}")
+        rows = [{"method": r["method"], "exclude_seen": "yes" if r["exclude_seen"] else "no",
+                 f"recall@{d['k']}": r["recall"], f"ndcg@{d['k']}": r["ndcg"],
+                 "coverage": r["coverage"]} for r in d["results"]]
+        return head + "\n" + table(rows)
+
+    emit(args, report, human)
+    return 0

@@ -1,0 +1,90 @@
+"""Multi-interest users: weighted spherical k-means over the items a user liked.
+
+Deterministic: the random generator is seeded with the user id and the items come in item-id
+order, so the same events always give the same interests.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+Matrix = npt.NDArray[np.float32]
+Vector = npt.NDArray[np.float64]
+
+
+@dataclass(frozen=True)
+class Interests:
+    """k unit-length centroids, each with its share of the user's positive weight."""
+
+    centroids: Matrix  # (k, dim)
+    shares: Vector  # (k,), sums to 1
+    members: npt.NDArray[np.int64]  # cluster of each input row
+
+
+def choose_k(n_items: int, k_max: int = 4, min_items: int = 10) -> int:
+    """How many interests a user with ``n_items`` positively weighted items gets.
+
+    Example::
+
+        >>> choose_k(35), choose_k(9), choose_k(500)
+        (3, 0, 4)
+    """
+    return min(k_max, n_items // max(min_items, 1))
+
+
+def _normalize(rows: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+    norms = np.linalg.norm(rows, axis=-1, keepdims=True)
+    return rows / np.where(norms > 0, norms, 1.0)
+
+
+def _init_centers(x: npt.NDArray[np.float64], w: Vector, k: int,
+                  rng: np.random.Generator) -> npt.NDArray[np.float64]:
+    """Weighted k-means++ seeding with cosine distance."""
+    chosen = [int(rng.choice(len(x), p=w / w.sum()))]
+    for _ in range(1, k):
+        dist = np.clip(1.0 - (x @ x[chosen].T).max(axis=1), 0.0, None)
+        p = w * dist**2
+        if p.sum() <= 0:
+            break
+        chosen.append(int(rng.choice(len(x), p=p / p.sum())))
+    return x[chosen]
+
+
+def weighted_kmeans(vectors: npt.ArrayLike, weights: npt.ArrayLike, k: int, *, seed: int = 0,
+                    iterations: int = 30) -> Interests:
+    """Cluster unit ``vectors`` with positive ``weights`` into at most ``k`` interests.
+
+    Example::
+
+        >>> x = np.array([[1, 0], [0.9, 0.1], [0, 1], [0.1, 0.9]])
+        >>> r = weighted_kmeans(x, [1, 1, 1, 3], 2, seed=1)
+        >>> sorted(np.round(r.shares, 2).tolist())
+        [0.33, 0.67]
+    """
+    x = _normalize(np.asarray(vectors, dtype=np.float64))
+    w = np.asarray(weights, dtype=np.float64)
+    if len(x) == 0 or k < 1 or np.any(w <= 0):
+        raise ValueError("need at least one vector, k >= 1 and positive weights")
+    rng = np.random.default_rng(seed)
+    centers = _init_centers(x, w, min(k, len(x)), rng)
+    members = np.full(len(x), -1)
+    for _ in range(iterations):
+        new_members = np.argmax(x @ centers.T, axis=1)
+        if np.array_equal(new_members, members):
+            break
+        members = new_members
+        onehot = (members[None, :] == np.arange(len(centers))[:, None]).astype(np.float64)
+        sums = onehot @ (w[:, None] * x)
+        filled = np.linalg.norm(sums, axis=1) > 0
+        centers[filled] = _normalize(sums[filled])
+    used = np.unique(members)
+    remap = {int(old): new for new, old in enumerate(used)}
+    shares = np.bincount(members, weights=w, minlength=len(centers))[used] / w.sum()
+    return Interests(
+        centroids=centers[used].astype(np.float32),
+        shares=shares,
+        members=np.array([remap[int(m)] for m in members], dtype=np.int64),
+    )

@@ -1,0 +1,126 @@
+"""Recommendations: the Python face of ``pyembed.recommend`` (sql/functions/30_users.sql).
+
+Everything happens in SQL, so applications in any language get the same results; this module
+resolves external ids, validates arguments and maps rows onto :class:`Recommendation` (or onto
+ORM :class:`~pyembed_db.orm.Item` objects with :func:`recommend_items`).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import psycopg
+
+from . import sqlfiles
+from .errors import InvalidInputError, NotFoundError, translate
+from .users import UserRef, resolve_user
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
+
+    from .orm import Item
+
+ItemRef = int | str
+VECTOR_KINDS = ("auto", "long_term", "short_term", "interest")
+
+
+@dataclass(frozen=True)
+class Recommendation:
+    """One recommended item; ``score`` is 1 - distance (higher is better).
+
+    ``source`` says where it came from: ``long_term``, ``short_term``, ``interest:N``,
+    ``examples`` (positive examples only) or ``popular`` (cold-start fallback).
+    """
+
+    item_id: int
+    external_id: str
+    title: str | None
+    score: float
+    source: str
+
+
+def resolve_items(conn: psycopg.Connection[Any], items: Sequence[ItemRef] | None) -> list[int]:
+    """Item ids of ``items`` (ints are item ids, strs external ids); NotFoundError if unknown."""
+    if not items:
+        return []
+    external = [i for i in items if isinstance(i, str)]
+    found: dict[str, int] = {}
+    if external:
+        rows = conn.execute(sqlfiles.read("queries/recommend_resolve_items.sql"),
+                            {"external_ids": external}).fetchall()
+        found = {str(r[0]): int(r[1]) for r in rows}
+    missing = [e for e in external if e not in found]
+    if missing:
+        raise NotFoundError(f"unknown item(s): {', '.join(map(repr, missing))}")
+    return [found[i] if isinstance(i, str) else int(i) for i in items]
+
+
+def recommend(
+    conn: psycopg.Connection[Any],
+    user: UserRef,
+    k: int = 10,
+    filters: dict[str, Any] | None = None,
+    *,
+    exclude_seen: bool = True,
+    diversity: float = 0.0,
+    positive: Sequence[ItemRef] | None = None,
+    negative: Sequence[ItemRef] | None = None,
+    vectors: str = "auto",
+    popularity: float = 0.0,
+    model_id: int | None = None,
+) -> list[Recommendation]:
+    """Top-``k`` items for ``user`` (user_id int or external id str) within ``filters``.
+
+    ``popularity`` (0..1) blends popularity into the ranking (see ``pyembed.recommend``).
+
+    Example::
+
+        for rec in recommend(conn, "196", k=5, filters={"category": "Comedy"}, diversity=0.3):
+            print(rec.title, rec.score, rec.source)
+    """
+    if vectors not in VECTOR_KINDS:
+        raise InvalidInputError(f"vectors must be one of {', '.join(VECTOR_KINDS)}")
+    params = {
+        "user_id": resolve_user(conn, user),
+        "k": k,
+        "filters": json.dumps(filters or {}),
+        "exclude_seen": exclude_seen,
+        "diversity": diversity,
+        "positive": resolve_items(conn, positive) or None,
+        "negative": resolve_items(conn, negative) or None,
+        "model_id": model_id,
+        "vectors": vectors,
+        "popularity": popularity,
+    }
+    try:
+        rows = conn.execute(sqlfiles.read("queries/recommend.sql"), params).fetchall()
+    except psycopg.Error as exc:
+        raise translate(exc) from exc
+    return [Recommendation(int(r[0]), str(r[1]), r[2], float(r[3]), str(r[4])) for r in rows]
+
+
+def recommend_items(session: Session, user: UserRef, k: int = 10,
+                    filters: dict[str, Any] | None = None, **options: Any) -> list[Item]:
+    """ORM helper: the recommended items as mapped :class:`Item` objects, best first.
+
+    Takes the same options as :func:`recommend`.
+
+    Example::
+
+        with Session(engine) as session:
+            titles = [item.title for item in recommend_items(session, "196", k=5)]
+    """
+    from sqlalchemy import select
+
+    from .orm import Item
+
+    driver = session.connection().connection.driver_connection
+    recs = recommend(driver, user, k, filters, **options)  # type: ignore[arg-type]
+    if not recs:
+        return []
+    by_id = {item.item_id: item for item in
+             session.scalars(select(Item).where(Item.item_id.in_([r.item_id for r in recs])))}
+    return [by_id[r.item_id] for r in recs if r.item_id in by_id]

@@ -1,0 +1,218 @@
+"""User vectors: the Python face of ``pyembed.refresh_user(s)`` plus multi-interest vectors.
+
+The long-term and short-term vectors are computed in SQL (sql/functions/30_users.sql) so that
+pg_cron can run ``select pyembed.refresh_users()`` without Python. The worker step
+:func:`refresh_step` additionally clusters each refreshed user's liked items into up to k
+interest vectors (:mod:`pyembed_db.interests`) in the same transaction.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from datetime import datetime, timedelta
+from typing import Any
+
+import numpy as np
+import psycopg
+from pgvector import Vector
+
+from . import sqlfiles
+from .errors import NotFoundError, translate
+from .interests import choose_k, weighted_kmeans
+
+log = logging.getLogger(__name__)
+
+UserRef = int | str
+POPULARITY_INTERVAL = timedelta(minutes=1)
+
+
+def as_array(value: Any) -> np.ndarray[Any, np.dtype[np.float32]]:
+    """A vector column value (``pgvector.Vector`` or ndarray) as a float32 array."""
+    if isinstance(value, Vector):
+        return np.asarray(value.to_numpy(), dtype=np.float32)
+    return np.asarray(value, dtype=np.float32)
+
+
+def resolve_user(conn: psycopg.Connection[Any], user: UserRef) -> int:
+    """The ``user_id`` of ``user``: an int is taken as the user_id, a str as the external id.
+
+    Example::
+
+        resolve_user(conn, "196")   # -> 1
+    """
+    if isinstance(user, int):
+        return user
+    row = conn.execute(sqlfiles.read("queries/user_resolve.sql"), {"external_id": user}).fetchone()
+    if row is None:
+        raise NotFoundError(f"unknown user {user!r}")
+    return int(row[0])
+
+
+def active_model_id(conn: psycopg.Connection[Any]) -> int | None:
+    """The active model's id, or None when no model is active."""
+    row = conn.execute(sqlfiles.read("queries/user_active_model.sql")).fetchone()
+    return int(row[0]) if row else None
+
+
+def refresh_user(conn: psycopg.Connection[Any], user: UserRef, *, interests: bool = True,
+                 model_id: int | None = None) -> int:
+    """Recompute one user's vectors now (in the caller's transaction); returns vectors written.
+
+    Example::
+
+        refresh_user(conn, "196"); conn.commit()
+    """
+    user_id = resolve_user(conn, user)
+    try:
+        row = conn.execute(sqlfiles.read("queries/user_refresh_one.sql"),
+                           {"user_id": user_id, "model_id": model_id}).fetchone()
+    except psycopg.Error as exc:
+        raise translate(exc) from exc
+    written = int(row[0]) if row else 0
+    model = model_id if model_id is not None else active_model_id(conn)
+    if interests and model is not None:
+        written += write_interests(conn, [user_id], model)
+    return written
+
+
+def refresh_users(conn: psycopg.Connection[Any], *, batch_size: int = 1000,
+                  since: datetime | None = None, interests: bool = True) -> int:
+    """Drain the user queue batch by batch (committing each); returns users refreshed.
+
+    ``since`` first queues users with events at or after it that their vectors miss.
+
+    Example::
+
+        refresh_users(conn)   # after loading events
+    """
+    total = 0
+    first = True
+    while True:
+        done = _refresh_batch(conn, batch_size, since if first else None, interests)
+        first = False
+        total += done
+        if done == 0:
+            return total
+
+
+def refresh_step(conn: psycopg.Connection[Any], batch_size: int = 1000) -> int:
+    """Worker step: refresh one batch of queued users and their interests; commits.
+
+    Returns the number of users refreshed (0 when the queue is empty or no model is active).
+    It waits (returns 0) while items are queued for embedding, so that a bulk load's users are
+    refreshed once their items have vectors rather than from a half-embedded catalog. When the
+    user queue is empty it refreshes the popularity cache of cold-start recommendations if new
+    events arrived (at most once a minute) and counts that as one unit.
+
+    Example::
+
+        while refresh_step(conn, 500):
+            pass
+    """
+    pending = conn.execute(sqlfiles.read("queries/user_items_pending.sql")).fetchone()
+    if pending and pending[0]:
+        conn.commit()
+        return 0
+    done = _refresh_batch(conn, batch_size, None, True)
+    if done == 0:
+        done = int(refresh_popularity(conn, min_interval=POPULARITY_INTERVAL) > 0)
+    return done
+
+
+def refresh_popularity(conn: psycopg.Connection[Any], *, min_interval: timedelta | None = None,
+                       force: bool = False) -> int:
+    """Recompute the popularity cache (``pyembed.refresh_popularity``); commits.
+
+    Returns the number of items scored, 0 when it was already up to date.
+
+    Example::
+
+        refresh_popularity(conn, force=True)
+    """
+    try:
+        row = conn.execute(sqlfiles.read("queries/user_refresh_popularity.sql"),
+                           {"min_interval": min_interval or timedelta(0), "force": force}
+                           ).fetchone()
+        conn.commit()
+    except psycopg.Error as exc:
+        conn.rollback()
+        raise translate(exc) from exc
+    return int(row[0]) if row else 0
+
+
+def _refresh_batch(conn: psycopg.Connection[Any], batch_size: int, since: datetime | None,
+                   interests: bool) -> int:
+    model_id = active_model_id(conn)
+    if model_id is None:
+        conn.commit()
+        return 0
+    try:
+        rows = conn.execute(
+            sqlfiles.read("queries/user_refresh_batch.sql"),
+            {"since": since, "batch": batch_size, "model_id": model_id},
+        ).fetchall()
+        user_ids = [int(r[0]) for r in rows]
+        if user_ids and interests:
+            write_interests(conn, user_ids, model_id)
+        conn.commit()
+    except psycopg.Error as exc:
+        conn.rollback()
+        raise translate(exc) from exc
+    if user_ids:
+        log.info("refreshed %d users", len(user_ids))
+    return len(user_ids)
+
+
+def _settings(conn: psycopg.Connection[Any]) -> tuple[int, int]:
+    row = conn.execute(sqlfiles.read("queries/user_interest_settings.sql")).fetchone()
+    assert row is not None
+    return int(row[0]), int(row[1])
+
+
+def _item_vectors(conn: psycopg.Connection[Any], model_id: int,
+                  item_ids: set[int]) -> dict[int, np.ndarray[Any, np.dtype[np.float32]]]:
+    if not item_ids:
+        return {}
+    rows = conn.execute(sqlfiles.read("queries/user_interest_vectors.sql"),
+                        {"model_id": model_id, "items": sorted(item_ids)}, binary=True).fetchall()
+    return {int(r[0]): as_array(r[1]) for r in rows}
+
+
+def write_interests(conn: psycopg.Connection[Any], user_ids: list[int], model_id: int) -> int:
+    """Compute and store the interest vectors of ``user_ids``; returns vectors written.
+
+    A user gets k = min(k_max, positive items // min_items) interests (settings
+    ``pyembed.interest_k_max``, default 4, and ``pyembed.interest_min_items``, default 10);
+    with k < 2 they get none and recommendations use the long-term vector.
+
+    Example::
+
+        write_interests(conn, [1, 2, 3], model_id=1)
+    """
+    k_max, min_items = _settings(conn)
+    rows = conn.execute(sqlfiles.read("queries/user_interest_items.sql"),
+                        {"users": user_ids, "model_id": model_id}).fetchall()
+    per_user: dict[int, list[tuple[Any, ...]]] = defaultdict(list)
+    for row in rows:
+        per_user[int(row[0])].append(row)
+    clustered = {u: items for u, items in per_user.items()
+                 if choose_k(len(items), k_max, min_items) >= 2}
+    vectors = _item_vectors(conn, model_id, {int(r[1]) for v in clustered.values() for r in v})
+    params = []
+    for user_id, items in clustered.items():
+        x = np.stack([vectors[int(r[1])] for r in items])
+        weights = np.array([r[2] for r in items], dtype=np.float64)
+        counts = np.array([r[3] for r in items], dtype=np.int64)
+        found = weighted_kmeans(x, weights, choose_k(len(items), k_max, min_items), seed=user_id)
+        for slot, (centroid, share) in enumerate(zip(found.centroids, found.shares, strict=True)):
+            params.append({
+                "model_id": model_id, "user_id": user_id, "slot": slot,
+                "embedding": Vector(centroid), "weight": float(share),
+                "event_count": int(counts[found.members == slot].sum()),
+                "watermark": int(items[0][4]),
+            })
+    if params:
+        with conn.cursor() as cur:
+            cur.executemany(sqlfiles.read("queries/user_interest_insert.sql"), params)
+    return len(params)

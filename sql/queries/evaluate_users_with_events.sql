@@ -1,0 +1,1 @@
+select coalesce(array_agg(distinct user_id), '{}') from pyembed.events

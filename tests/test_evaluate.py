@@ -1,0 +1,80 @@
+"""Offline evaluation: metrics equal a hand computation on a tiny split; nothing is written."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+import numpy as np
+import pytest
+from users_data import DIM, add_events, add_items, add_model, add_user
+
+from pyembed_db.db import connect
+from pyembed_db.errors import InvalidInputError
+from pyembed_db.evaluate import evaluate, ndcg_at_k, recall_at_k
+
+T = [datetime(2024, 1, 1, tzinfo=timezone.utc) + timedelta(seconds=s) for s in range(3)]
+
+
+@pytest.fixture(scope="module")
+def tiny(db_url: str) -> dict[str, Any]:
+    """Items i0..i5 on axes 0..5 except i2 between i0 and i1; three users, three events each."""
+    vectors = np.eye(6, DIM)
+    vectors[2] = [1, 1, 0.5] + [0] * (DIM - 3)
+    with connect(db_url) as conn:
+        model_id = add_model(conn)
+        i = add_items(conn, model_id, vectors, "e")
+        u1, u2, u3 = (add_user(conn, name) for name in ("u1", "u2", "u3"))
+        add_events(conn, [
+            (u1, i[0], "like", None, T[0]), (u1, i[1], "like", None, T[1]),
+            (u1, i[2], "like", None, T[2]),             # held out: relevant
+            (u2, i[3], "like", None, T[0]), (u2, i[4], "like", None, T[1]),
+            (u2, i[5], "rating", 2, T[2]),              # held out: not relevant -> u2 not scored
+            (u3, i[0], "purchase", None, T[0]), (u3, i[2], "purchase", None, T[1]),
+            (u3, i[1], "purchase", None, T[2]),         # held out: relevant
+        ])
+        conn.commit()
+    return {"items": i}
+
+
+def _by_method(report: dict[str, Any]) -> dict[tuple[str, bool], tuple[float, float, float]]:
+    return {(r["method"], r["exclude_seen"]): (round(r["recall"], 4), round(r["ndcg"], 4),
+                                               round(r["coverage"], 4))
+            for r in report["results"]}
+
+
+def test_metric_functions() -> None:
+    assert recall_at_k([5, 6, 7], {6, 7, 8, 9}, 2) == 0.25
+    assert ndcg_at_k([5, 6], {5, 6}, 2) == 1.0
+    assert ndcg_at_k([5, 6], {6}, 2) == pytest.approx(1 / np.log2(3))
+    assert ndcg_at_k([5, 6], set(), 2) == 0.0
+
+
+def test_metrics_equal_a_hand_computation(db_url: str, tiny: dict[str, Any]) -> None:
+    with connect(db_url) as conn:
+        report = evaluate(conn, holdout=1, k=1)
+    assert report["split"]["heldout_events"] == 3 and report["split"]["users"] == 2
+    got = _by_method(report)
+    # Training popularity: i0 = 3 + 5, i2 = 5, then i1, i3, i4 = 3 (tie -> lowest id).
+    # Without exclusion everyone gets [i0]: no hit; coverage 1 of 6 items.
+    assert got[("popularity", False)] == (0.0, 0.0, round(1 / 6, 4))
+    # Excluding seen: u1 (saw i0, i1) gets [i2], u3 (saw i0, i2) gets [i1]: both hit.
+    assert got[("popularity", True)] == (1.0, 1.0, round(2 / 6, 4))
+    # u1's vector ~ e0 + e1 is closest to i2 among unseen items; u3's (i0 + i2) to i1.
+    assert got[("single-vector", True)] == (1.0, 1.0, round(2 / 6, 4))
+    # Three items are too few for interests: multi-interest falls back to the long-term vector.
+    assert got[("multi-interest", True)] == got[("single-vector", True)]
+
+
+def test_cutoff_split_and_nothing_is_written(db_url: str, tiny: dict[str, Any]) -> None:
+    with connect(db_url) as conn:
+        snapshot = "select (select count(*) from pyembed.events), " \
+                   "(select count(*) from pyembed.user_embeddings), " \
+                   "(select count(*) from pyembed.user_queue)"
+        before = conn.execute(snapshot).fetchone()
+        by_cutoff = evaluate(conn, cutoff=T[2], k=1)
+        by_holdout = evaluate(conn, holdout=1, k=1)
+        assert conn.execute(snapshot).fetchone() == before
+        with pytest.raises(InvalidInputError):
+            evaluate(conn, holdout=0)
+    assert _by_method(by_cutoff) == _by_method(by_holdout)

@@ -1,0 +1,65 @@
+"""The users CLI: refresh-users, recommend (with history) and evaluate, human and --json."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+import numpy as np
+import pytest
+from users_data import DIM, add_events, add_items, add_model, add_user
+
+from pyembed_db.cli.main import main
+from pyembed_db.db import connect
+
+
+@pytest.fixture(scope="module")
+def data(db_url: str) -> str:
+    rng = np.random.default_rng(5)
+    t0 = datetime(2024, 1, 1, tzinfo=timezone.utc)
+    with connect(db_url) as conn:
+        model_id = add_model(conn)
+        items = add_items(conn, model_id, rng.normal(size=(30, DIM)), "m",
+                          ["Comedy" if i % 2 else "Drama" for i in range(30)])
+        users = [add_user(conn, f"cli{u}") for u in range(4)]
+        add_events(conn, [(u, items[int(i)], "rating", float(rng.integers(1, 6)),
+                           t0 + timedelta(hours=n))
+                          for u in users for n, i in enumerate(rng.choice(30, 12, replace=False))])
+        conn.commit()
+    return db_url
+
+
+def run(url: str, *args: str, capsys: Any) -> tuple[int, str]:
+    code = main(["--database-url", url, *args])
+    return code, capsys.readouterr().out
+
+
+def test_refresh_recommend_evaluate(data: str, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out = run(data, "refresh-users", "--json", capsys=capsys)
+    assert code == 0 and json.loads(out) == {"users_refreshed": 4}
+    code, out = run(data, "refresh-users", "--user", "cli0", capsys=capsys)
+    assert code == 0 and out.startswith("user cli0: ")
+
+    code, out = run(data, "recommend", "cli1", "--k", "3", "--filter", '{"category": "Comedy"}',
+                    "--json", capsys=capsys)
+    got = json.loads(out)
+    assert code == 0 and len(got["recommendations"]) == 3 and len(got["history"]) == 10
+    seen = {h["item_id"] for h in got["history"]}
+    assert not seen & {r["item_id"] for r in got["recommendations"]}
+    code, out = run(data, "recommend", "cli1", "--k", "3", "--history", "2", capsys=capsys)
+    assert code == 0 and "recent history" in out and len(out.strip().splitlines()) == 2 + 1 + 3
+
+    code, out = run(data, "evaluate", "--holdout", "2", "--k", "5", "--json", capsys=capsys)
+    report = json.loads(out)
+    assert code == 0 and report["split"]["heldout_events"] == 8
+    assert {(r["method"], r["exclude_seen"]) for r in report["results"]} == {
+        (m, e) for m in ("popularity", "single-vector", "multi-interest", "multi-interest+pop")
+        for e in (True, False)}
+    code, out = run(data, "evaluate", "--holdout", "2", capsys=capsys)
+    assert code == 0 and "recall@10" in out and "multi-interest" in out
+
+
+def test_unknown_user_is_a_clean_error(data: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--database-url", data, "recommend", "nobody"]) == 2
+    assert "unknown user 'nobody'" in capsys.readouterr().err
