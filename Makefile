@@ -1,9 +1,9 @@
 # Two entry points: `make demo` (the whole job end to end) and `make test` (the test suite).
-# Both install everything they need into .venv first.
+# Both install everything they need into .venv first (torch, CPU build, for `model export`).
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-EXTRAS ?= test
+EXTRAS ?= test,export
 
 .PHONY: install demo test bench lint clean
 

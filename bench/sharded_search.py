@@ -128,7 +128,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     if mode == "single":
                         hits = search(single, q, args.k, filters)
                     else:
-                        parts = pool.map(lambda c: search(c, q, args.k, filters), shards)
+                        parts = pool.map(search, shards, [q] * len(shards),
+                                         [args.k] * len(shards), [filters] * len(shards))
                         hits = sorted((h for part in parts for h in part), key=lambda h: h[1])
                         hits = hits[: args.k]
                     latencies.append(time.perf_counter() - start)
@@ -158,7 +159,8 @@ def main() -> None:
     args = parser.parse_args()
     results = run(args)
     base = {c["filter"]: c for c in results["cases"] if c["mode"] == "single"}
-    print(f"\n{'filter':<16} {'mode':<8} {'recall@k':>8} {'p50 ms':>8} {'p95 ms':>8} {'p50 x single':>12}")
+    print(f"\n{'filter':<16} {'mode':<8} {'recall@k':>8} {'p50 ms':>8} {'p95 ms':>8} "
+          f"{'p50 x single':>12}")
     for c in results["cases"]:
         ratio = c["p50_ms"] / base[c["filter"]]["p50_ms"]
         print(f"{c['filter']:<16} {c['mode']:<8} {c['recall']:>8.3f} {c['p50_ms']:>8.2f} "

@@ -12,6 +12,15 @@ from __future__ import annotations
 from . import migrate
 from .config import Settings, load_settings
 from .db import connect, create_sa_engine
+from .embed import (
+    Encoder,
+    activate_model,
+    embed_all,
+    list_models,
+    load_active_encoder,
+    register_default_model,
+    register_model,
+)
 from .errors import (
     ConfigurationError,
     InvalidInputError,
@@ -21,23 +30,57 @@ from .errors import (
     PyembedError,
     ServerError,
 )
+from .evaluate import evaluate
+from .jobs import run_worker
 from .load import load_file, load_rows
+from .recommend import Recommendation, recommend, recommend_items
+from .search import (
+    HybridHit,
+    SearchHit,
+    explain_search,
+    search,
+    search_items,
+    search_similar,
+    search_text,
+)
 from .server import database_url
+from .users import refresh_user, refresh_users
 
 __all__ = [
     "ConfigurationError",
+    "Encoder",
+    "HybridHit",
     "InvalidInputError",
     "LoadError",
     "ModelError",
     "NotFoundError",
     "PyembedError",
+    "Recommendation",
+    "SearchHit",
     "ServerError",
     "Settings",
+    "activate_model",
     "connect",
     "create_sa_engine",
     "database_url",
+    "embed_all",
+    "evaluate",
+    "explain_search",
+    "list_models",
+    "load_active_encoder",
     "load_file",
     "load_rows",
     "load_settings",
     "migrate",
+    "recommend",
+    "recommend_items",
+    "refresh_user",
+    "refresh_users",
+    "register_default_model",
+    "register_model",
+    "run_worker",
+    "search",
+    "search_items",
+    "search_similar",
+    "search_text",
 ]

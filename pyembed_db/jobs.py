@@ -74,6 +74,17 @@ def run_until_idle(conn: psycopg.Connection[Any], steps: Sequence[tuple[str, Ste
     return total
 
 
+def _wait(listener: psycopg.Connection[Any], seconds: float, stop: _Stop) -> None:
+    """Return on the first notification, a stop request, or after ``seconds``.
+
+    Waits in slices of at most a second: a signal does not interrupt the socket wait.
+    """
+    end = time.monotonic() + seconds
+    while not stop.requested and (left := end - time.monotonic()) > 0:
+        for _ in listener.notifies(timeout=min(left, 1.0), stop_after=1):
+            return
+
+
 def run_worker(
     url: str | None = None,
     *,
@@ -108,9 +119,7 @@ def run_worker(
                 wait = interval if deadline is None else min(interval, deadline - time.monotonic())
                 if wait <= 0:
                     break
-                # Any notification (or the interval) starts the next round; drain the rest.
-                for _ in listener.notifies(timeout=wait, stop_after=1):
-                    pass
+                _wait(listener, wait, stop)
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)

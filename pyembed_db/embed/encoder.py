@@ -128,7 +128,7 @@ class Encoder:
         stats.padded_tokens += int(mask.size - mask.sum())
         feed = {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
         feed = {k: v for k, v in feed.items() if k in self.input_names}
-        hidden = self.session.run([self.output_name], feed)[0].astype(np.float32)
+        hidden = np.asarray(self.session.run([self.output_name], feed)[0], dtype=np.float32)
         if self.pooled_output:
             pooled = hidden
         elif self.config.pooling == "cls":

@@ -15,13 +15,14 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import psycopg
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
 from .. import sqlfiles
 from ..config import load_settings
-from ..errors import ModelError, NotFoundError
+from ..errors import InvalidInputError, ModelError, NotFoundError
 from .encoder import Encoder, EncoderConfig
 from .item_text import ItemTextTemplate
 
@@ -66,6 +67,23 @@ class LoadedModel:
     info: ModelInfo
     encoder: Encoder
     template: ItemTextTemplate = field(default_factory=ItemTextTemplate)
+
+
+def check_query_vector(vector: Any, info: ModelInfo) -> np.ndarray:
+    """``vector`` as float32, or :class:`InvalidInputError` when it cannot be compared with the
+    item vectors of ``info`` (wrong dimension, NaN or infinity). SQL raises PE011 likewise.
+
+    Example::
+
+        query = check_query_vector(model.encoder.encode(["red dress"])[0], model.info)
+    """
+    array = np.asarray(vector, dtype=np.float32).reshape(-1)
+    if array.shape[0] != info.dimensions:
+        raise InvalidInputError(f"query vector has {array.shape[0]} dimensions, model "
+                                f"{info.label} has {info.dimensions}")
+    if not np.isfinite(array).all():
+        raise InvalidInputError("query vector contains NaN or infinity")
+    return array
 
 
 def resolve_path(ref: str) -> Path:
@@ -135,18 +153,25 @@ def register_model(
     if not onnx_path.is_file():
         raise ModelError(f"ONNX file not found: {onnx_path}")
     checksum = file_sha256(onnx_path)
+    try:
+        existing: ModelInfo | None = get_model(conn, name, version)
+    except NotFoundError:
+        existing = None
+    if existing is not None:
+        if existing.checksum != checksum:
+            raise ModelError(f"{existing.label} is already registered with another file "
+                             f"(sha256 {existing.checksum[:12]}...); register it under a new "
+                             "version")
+        return existing
     encoder = Encoder(_encoder_config(config))
     dimensions = int(encoder.encode(["dimension probe"]).shape[1])
-    row = conn.execute(
+    conn.execute(
         sqlfiles.read("queries/model_insert.sql"),
         {"name": name, "version": version, "dimensions": dimensions, "distance": distance,
          "checksum": checksum, "source": str(onnx_path), "config": Jsonb(config)},
-    ).fetchone()
+    )
     conn.commit()
     info = get_model(conn, name, version)
-    if row is None and info.checksum != checksum:
-        raise ModelError(f"{info.label} is already registered with another file "
-                         f"(sha256 {info.checksum[:12]}...); register it under a new version")
     log.info("registered %s (%d dimensions)", info.label, dimensions)
     return info
 

@@ -105,7 +105,7 @@ def embed_all(conn: psycopg.Connection[Any], *, batch_size: int = 128,
 
     Items whose vectors are current are only checked, not embedded again.
     """
-    conn.execute(sqlfiles.read("queries/item_queue_enqueue_all.sql"))
+    conn.execute("select pyembed.enqueue_items()")
     conn.commit()
     return drain(conn, batch_size=batch_size, progress=progress)
 

@@ -18,34 +18,66 @@ begin
 end
 $$;
 
--- Creates the per-model HNSW index on item_embeddings (a partial expression index, because the
--- column is dimension-less). `storage` is 'vector' (float32) or 'halfvec' (half the memory).
-create or replace function pyembed.ensure_model_index(p_model_id integer, storage text default 'vector')
+-- Creates a per-model HNSW index on item_embeddings (a partial expression index, because the
+-- column is dimension-less) and records its storage in embedding_models.config->>'index_storage',
+-- which pyembed.search reads to write the matching ORDER BY expression. `storage`:
+--   'vector'  float32 (index item_embeddings_hnsw_m<id>)
+--   'halfvec' float16, half the index memory (..._m<id>_halfvec; search re-ranks exactly)
+--   'bit'     binary quantization, 1/32 of the memory, Hamming distance (..._m<id>_bit; search
+--             over-fetches and re-ranks with the full vectors)
+-- NULL keeps the model's current storage ('vector' when none was chosen).
+create or replace function pyembed.ensure_model_index(p_model_id integer, storage text default null)
 returns text
 language plpgsql volatile security invoker
 set search_path to pg_catalog, public, pg_temp
 as $$
 declare
     m record;
-    index_name text := format('item_embeddings_hnsw_m%s', p_model_id);
+    chosen text;
+    index_name text;
+    expression text;
     opclass text;
 begin
     select * into m from pyembed.embedding_models where model_id = p_model_id;
     if not found then
         raise exception 'unknown model_id %', p_model_id using errcode = 'PE002';
     end if;
-    if storage not in ('vector', 'halfvec') then
-        raise exception 'storage must be vector or halfvec, got %', storage using errcode = '22023';
+    chosen := coalesce(storage, m.config->>'index_storage', 'vector');
+    if chosen not in ('vector', 'halfvec', 'bit') then
+        raise exception 'storage must be vector, halfvec or bit, got %', chosen
+            using errcode = '22023';
     end if;
-    opclass := storage || '_' || case m.distance when 'cosine' then 'cosine'
-                                                 when 'l2' then 'l2' else 'ip' end || '_ops';
+    index_name := pyembed.model_index_name(p_model_id, chosen);
     -- %s of integers and whitelisted words only: nothing here comes from free text.
+    if chosen = 'bit' then
+        expression := format('(binary_quantize(embedding)::bit(%s))', m.dimensions);
+        opclass := 'bit_hamming_ops';
+    else
+        expression := format('(embedding::%s(%s))', chosen, m.dimensions);
+        opclass := chosen || '_' || case m.distance when 'cosine' then 'cosine'
+                                                    when 'l2' then 'l2' else 'ip' end || '_ops';
+    end if;
     execute format(
         'create index if not exists %I on pyembed.item_embeddings using hnsw '
-        '((embedding::%s(%s)) %s) where model_id = %s',
-        index_name, storage, m.dimensions, opclass, p_model_id);
+        '(%s %s) where model_id = %s',
+        index_name, expression, opclass, p_model_id);
+    if m.config->>'index_storage' is distinct from chosen then
+        update pyembed.embedding_models
+        set config = config || jsonb_build_object('index_storage', chosen)
+        where model_id = p_model_id;
+    end if;
     return index_name;
 end
+$$;
+
+-- Name of a model's HNSW index for a storage ('vector' keeps the historical name).
+create or replace function pyembed.model_index_name(p_model_id integer, storage text)
+returns text
+language sql immutable security invoker
+set search_path to pg_catalog, pg_temp
+as $$
+    select format('item_embeddings_hnsw_m%s', p_model_id)
+           || case when storage = 'vector' then '' else '_' || storage end
 $$;
 
 create or replace function pyembed.items_touch() returns trigger

@@ -1,0 +1,199 @@
+"""Keeping vectors in sync: triggers, the worker step, skips, retries, re-embed and activate."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import psycopg
+import pytest
+
+from pyembed_db import ModelError
+from pyembed_db.db import connect
+from pyembed_db.embed import (
+    activate_model,
+    drain,
+    embed_all,
+    embed_step,
+    get_model,
+    register_default_model,
+    register_model,
+)
+from pyembed_db.embed.models import set_status
+
+
+def _queued(conn: psycopg.Connection[Any]) -> set[str]:
+    rows = conn.execute(
+        "select i.external_id from pyembed.item_queue q join pyembed.items i using (item_id)"
+    ).fetchall()
+    return {r[0] for r in rows}
+
+
+def _insert_items(conn: psycopg.Connection[Any], rows: list[tuple[Any, ...]]) -> None:
+    conn.cursor().executemany(
+        "insert into pyembed.items (external_id, title, body, price) values (%s, %s, %s, %s)", rows
+    )
+    conn.commit()
+
+
+@pytest.fixture(scope="module")
+def model_url(db_url: str) -> str:
+    with connect(db_url) as conn:
+        register_default_model(conn)
+    return db_url
+
+
+def test_triggers_queue_text_changes_only(model_url: str) -> None:
+    with connect(model_url) as conn:
+        _insert_items(conn, [("t1", "Red hat", None, 10), ("t2", "Blue scarf", None, 20)])
+        assert {"t1", "t2"} <= _queued(conn)
+        drain(conn)
+        assert _queued(conn) == set()
+        conn.execute("update pyembed.items set price = 99 where external_id = 't1'")
+        conn.execute("update pyembed.items set created_at = now() where external_id = 't2'")
+        conn.commit()
+        assert _queued(conn) == set()
+        conn.execute("update pyembed.items set title = 'Green hat' where external_id = 't1'")
+        conn.execute("update pyembed.items set tags = '{wool}' where external_id = 't2'")
+        conn.commit()
+        assert _queued(conn) == {"t1", "t2"}
+        drain(conn)
+
+
+def test_unchanged_text_is_not_embedded_again(model_url: str) -> None:
+    with connect(model_url) as conn:
+        _insert_items(conn, [("u1", "Leather boots", "Warm, waterproof", 80)])
+        drain(conn)
+        first = conn.execute(
+            "select e.embedded_at, e.embedding from pyembed.item_embeddings e "
+            "join pyembed.items i using (item_id) where i.external_id = 'u1'"
+        ).fetchone()
+        assert first is not None
+        conn.execute("insert into pyembed.item_queue select item_id from pyembed.items "
+                     "where external_id = 'u1'")
+        conn.commit()
+        assert drain(conn) == 1
+        second = conn.execute(
+            "select e.embedded_at from pyembed.item_embeddings e "
+            "join pyembed.items i using (item_id) where i.external_id = 'u1'"
+        ).fetchone()
+        assert second == (first[0],)
+
+
+def test_vectors_are_semantically_sane(model_url: str) -> None:
+    with connect(model_url) as conn:
+        _insert_items(conn, [("s1", "Wool winter coat", None, 1), ("s2", "Warm coat for winter",
+                              None, 1), ("s3", "Stainless steel kitchen knife", None, 1)])
+        drain(conn)
+        rows = conn.execute(
+            "select i.external_id, e.embedding from pyembed.item_embeddings e "
+            "join pyembed.items i using (item_id) where i.external_id in ('s1', 's2', 's3') "
+            "order by 1"
+        ).fetchall()
+        v = {ext: vec.to_numpy() for ext, vec in rows}
+        assert v["s1"] @ v["s2"] > v["s1"] @ v["s3"] + 0.3
+
+
+def test_bad_inputs_each_get_an_outcome(model_url: str) -> None:
+    huge = "very long text " * 70_000  # ~1 MB
+    with connect(model_url) as conn:
+        _insert_items(conn, [
+            ("b-empty", "", None, 1),
+            ("b-space", "   \t\n", "  ", 1),
+            ("b-null", None, None, 1),
+            ("b-null-title", None, "A body without a title", 1),
+            ("b-huge", "Huge", huge, 1),
+            ("b-emoji", "Party 🎉 hat", "ünïcödé ✓", 1),
+        ])
+        drain(conn)
+        assert _queued(conn) == set()
+        embedded = {r[0] for r in conn.execute(
+            "select i.external_id from pyembed.item_embeddings e join pyembed.items i "
+            "using (item_id) where i.external_id like 'b-%'").fetchall()}
+        skipped = dict(conn.execute(
+            "select i.external_id, s.reason from pyembed.item_embedding_skips s "
+            "join pyembed.items i using (item_id) where i.external_id like 'b-%'").fetchall())
+        assert embedded == {"b-null-title", "b-huge", "b-emoji"}
+        assert skipped == {"b-empty": "empty text", "b-space": "empty text",
+                           "b-null": "empty text"}
+        # Giving an item text later replaces its skip with a vector.
+        conn.execute("update pyembed.items set title = 'Now named' where external_id = 'b-null'")
+        conn.commit()
+        drain(conn)
+        assert conn.execute(
+            "select count(*) from pyembed.item_embedding_skips s join pyembed.items i "
+            "using (item_id) where i.external_id = 'b-null'").fetchone() == (0,)
+
+
+def test_failed_batch_stays_queued_with_error(model_url: str, monkeypatch: Any) -> None:
+    from pyembed_db.embed import encoder as encoder_module
+
+    with connect(model_url) as conn:
+        _insert_items(conn, [("f1", "Fragile vase", None, 5)])
+
+        def explode(self: Any, texts: list[str]) -> np.ndarray:
+            raise RuntimeError("onnxruntime fell over")
+
+        monkeypatch.setattr(encoder_module.Encoder, "encode", explode)
+        assert embed_step(conn) == 1
+        row = conn.execute(
+            "select q.attempts, q.last_error, q.not_before > now() from pyembed.item_queue q "
+            "join pyembed.items i using (item_id) where i.external_id = 'f1'"
+        ).fetchone()
+        assert row is not None and row[0] == 1 and "onnxruntime fell over" in row[1] and row[2]
+        monkeypatch.undo()
+        conn.execute("update pyembed.item_queue set not_before = now()")
+        conn.commit()
+        drain(conn)
+        assert _queued(conn) == set()
+
+
+def test_reembed_fills_shadow_model_then_activate_switches(
+    model_url: str, exported_minilm: dict[str, Any]
+) -> None:
+    with connect(model_url) as conn:
+        old = get_model(conn, "all-MiniLM-L6-v2")
+        new = register_model(conn, exported_minilm["models"]["fp32"],
+                             exported_minilm["tokenizer"], name="minilm-export", version="fp32")
+        with pytest.raises(ModelError, match="reembed"):
+            activate_model(conn, new.name, new.version)
+        set_status(conn, new, "syncing")
+        embed_all(conn)
+        counts = dict(conn.execute(
+            "select model_id, count(*) from pyembed.item_embeddings group by 1").fetchall())
+        assert counts[new.model_id] == counts[old.model_id] > 0
+        assert conn.execute("select pyembed.active_model_id()").fetchone() == (old.model_id,)
+        # While syncing, a changed item is re-embedded for both models.
+        conn.execute("update pyembed.items set title = 'Changed' where external_id = 't1'")
+        conn.commit()
+        drain(conn)
+        hashes = conn.execute(
+            "select count(distinct content_hash), count(*) from pyembed.item_embeddings e "
+            "join pyembed.items i using (item_id) where i.external_id = 't1'").fetchone()
+        assert hashes == (1, 2)
+        activate_model(conn, new.name, new.version)
+        statuses = dict(conn.execute(
+            "select model_id, status from pyembed.embedding_models").fetchall())
+        assert statuses[new.model_id] == "active" and statuses[old.model_id] == "registered"
+        index = conn.execute(
+            "select indexdef from pg_indexes where indexname = %s",
+            (f"item_embeddings_hnsw_m{new.model_id}",)).fetchone()
+        assert index is not None and f"model_id = {new.model_id}" in index[0]
+
+
+def test_changed_model_file_is_refused(model_url: str, tmp_path: Any,
+                                       exported_minilm: dict[str, Any]) -> None:
+    import shutil
+
+    from pyembed_db.embed import load_model
+
+    copy = tmp_path / "model.onnx"
+    shutil.copyfile(exported_minilm["models"]["int8"], copy)
+    with connect(model_url) as conn:
+        info = register_model(conn, str(copy), exported_minilm["tokenizer"], name="tamper")
+        with copy.open("ab") as handle:
+            handle.write(b"\0")
+        with pytest.raises(ModelError, match="changed since registration"):
+            load_model(conn, info)
+        with pytest.raises(ModelError, match="already registered with another file"):
+            register_model(conn, str(copy), exported_minilm["tokenizer"], name="tamper")
