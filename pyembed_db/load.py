@@ -23,6 +23,7 @@ import csv
 import json
 import logging
 import math
+import re
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -40,6 +41,8 @@ from .errors import LoadError
 log = logging.getLogger(__name__)
 
 KINDS = ("users", "items", "events")
+PRICE_LIMIT = Decimal(10) ** 12  # numeric(14, 2)
+REAL_LIMIT = 3.4e38
 FORMATS = ("csv", "tsv", "parquet", "jsonl")
 
 
@@ -65,9 +68,18 @@ def _text(value: Any, column: str, *, required: bool = False, max_len: int = 10_
         raise RowError(f"{column} is required")
     if "\x00" in text:
         raise RowError(f"{column} contains a NUL character")
+    _check_utf8(text, column)
     if len(text) > max_len:
         raise RowError(f"{column} is longer than {max_len} characters")
     return text
+
+
+def _check_utf8(text: str, column: str) -> None:
+    # Lone surrogates: undecodable bytes of a file (read with surrogateescape) or a bad str.
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise RowError(f"{column}: not valid UTF-8 at character {exc.start}") from None
 
 
 def _timestamp(value: Any, column: str) -> datetime | None:
@@ -75,16 +87,14 @@ def _timestamp(value: Any, column: str) -> datetime | None:
         return None
     if isinstance(value, datetime):
         return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        if not math.isfinite(value):
-            raise RowError(f"{column}: not a timestamp: {value!r}")
-        return datetime.fromtimestamp(value, tz=timezone.utc)
     text = str(value).strip()
     try:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return datetime.fromtimestamp(value, tz=timezone.utc)
         if text.lstrip("-").replace(".", "", 1).isdigit():
             return datetime.fromtimestamp(float(text), tz=timezone.utc)
         parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except (ValueError, OverflowError, OSError):
+    except (ValueError, OverflowError, OSError):  # NaN, out of range, malformed
         raise RowError(f"{column}: not a timestamp: {value!r}") from None
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
 
@@ -99,6 +109,13 @@ def _json_object(value: Any, column: str) -> Jsonb:
             raise RowError(f"{column}: invalid JSON ({exc.msg})") from None
     if not isinstance(value, dict):
         raise RowError(f"{column}: must be a JSON object, got {type(value).__name__}")
+    try:
+        dumped = json.dumps(value, allow_nan=False, ensure_ascii=False)
+    except (TypeError, ValueError) as exc:
+        raise RowError(f"{column}: not valid JSON ({exc})") from None
+    if "\\u0000" in dumped:  # json.dumps escapes NUL; jsonb cannot hold it
+        raise RowError(f"{column} contains a NUL character")
+    _check_utf8(dumped, column)
     return Jsonb(value)
 
 
@@ -130,6 +147,15 @@ def _number(value: Any, column: str, *, kind: type = float) -> Any:
     return number
 
 
+def _real(value: Any, column: str) -> float | None:
+    number = _number(value, column)
+    if number is None:
+        return None
+    if abs(number) > REAL_LIMIT:
+        raise RowError(f"{column}: out of range for a real, got {value!r}")
+    return float(number)
+
+
 def _user(row: dict[str, Any]) -> tuple[Any, ...]:
     return (
         _text(row.get("external_id"), "external_id", required=True, max_len=512),
@@ -142,6 +168,8 @@ def _item(row: dict[str, Any]) -> tuple[Any, ...]:
     price = _number(row.get("price"), "price", kind=Decimal)
     if price is not None and price < 0:
         raise RowError(f"price: must be >= 0, got {price}")
+    if price is not None and price >= PRICE_LIMIT:
+        raise RowError(f"price: must be < {PRICE_LIMIT:,}, got {price}")
     return (
         _text(row.get("external_id"), "external_id", required=True, max_len=512),
         _text(row.get("title"), "title"),
@@ -159,7 +187,7 @@ def _event(row: dict[str, Any]) -> tuple[Any, ...]:
         _text(row.get("user"), "user", required=True, max_len=512),
         _text(row.get("item"), "item", required=True, max_len=512),
         _text(row.get("event_type"), "event_type", required=True, max_len=63),
-        _number(row.get("value"), "value"),
+        _real(row.get("value"), "value"),
         _timestamp(row.get("occurred_at"), "occurred_at"),
     )
 
@@ -239,29 +267,25 @@ def read_rows(path: Path, fmt: str | None = None) -> tuple[list[str], Iterator[d
 
 def _read_delimited(path: Path, delimiter: str) -> tuple[list[str], Iterator[dict[str, Any]]]:
     # The header is read on its own so that the row generator owns its file handle entirely
-    # (a generator that is never started would otherwise leak an opened file).
-    with path.open(newline="", encoding="utf-8", errors="strict") as handle:
-        try:
-            columns = next(csv.reader(handle, delimiter=delimiter), [])
-        except UnicodeDecodeError as exc:
-            raise LoadError(f"header is not valid UTF-8 ({exc.reason})", source=str(path)) from None
+    # (a generator that is never started would otherwise leak an opened file). Rows are decoded
+    # with surrogateescape: an undecodable byte then fails the check of its own row and column.
+    with path.open("rb") as raw:
+        header = raw.readline()
+    try:
+        columns = next(csv.reader([header.decode("utf-8-sig")], delimiter=delimiter), [])
+    except UnicodeDecodeError as exc:
+        raise LoadError(f"header is not valid UTF-8 ({exc.reason})", source=str(path)) from None
 
     def rows() -> Iterator[dict[str, Any]]:
-        with path.open(newline="", encoding="utf-8", errors="strict") as handle:
+        with path.open(newline="", encoding="utf-8-sig", errors="surrogateescape") as handle:
             reader = csv.DictReader(handle, delimiter=delimiter)
-            try:
-                for row in reader:
-                    if None in row:
-                        raise LoadError(
-                            f"more fields than the header has, at line {reader.line_num}",
-                            source=str(path),
-                        )
-                    yield row
-            except UnicodeDecodeError as exc:
-                raise LoadError(
-                    f"not valid UTF-8 near line {reader.line_num + 1} ({exc.reason})",
-                    source=str(path),
-                ) from None
+            for row in reader:
+                if None in row:
+                    raise LoadError(
+                        f"more fields than the header has, at line {reader.line_num}",
+                        source=str(path),
+                    )
+                yield row
 
     return columns, rows()
 
@@ -347,13 +371,20 @@ def load_rows(
                     raise LoadError(problem[1], row=problem[0], source=source)
             cur.execute(sqlfiles.read(f"queries/load_merge_{kind}.sql"))
     except (psycopg.errors.DataError, psycopg.errors.IntegrityError) as exc:
-        raise LoadError(f"rejected by the database: {exc}", source=source) from exc
+        raise LoadError(f"rejected by the database: {exc.diag.message_primary or exc}",
+                        row=_copy_line(exc), source=source) from exc
     finally:
         close = getattr(rows, "close", None)
         if close is not None:  # a generator over an open file: release it now, not at GC
             close()
     log.info("loaded %d %s from %s", count, kind, source)
     return count
+
+
+def _copy_line(exc: psycopg.Error) -> int | None:
+    # Staged rows are written in order, so COPY's line number is the row number.
+    found = re.search(r"COPY stage_\w+, line (\d+)", exc.diag.context or "")
+    return int(found.group(1)) if found else None
 
 
 def load_file(

@@ -7,7 +7,6 @@ ORM :class:`~pyembed_db.orm.Item` objects with :func:`recommend_items`).
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -15,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 import psycopg
 
 from . import sqlfiles
+from .arguments import check_k, filters_json
 from .errors import InvalidInputError, NotFoundError, translate
 from .users import UserRef, resolve_user
 
@@ -46,6 +46,9 @@ def resolve_items(conn: psycopg.Connection[Any], items: Sequence[ItemRef] | None
     """Item ids of ``items`` (ints are item ids, strs external ids); NotFoundError if unknown."""
     if not items:
         return []
+    wrong = [i for i in items if isinstance(i, bool) or not isinstance(i, (int, str))]
+    if wrong:
+        raise InvalidInputError(f"an item is an int item_id or a str external id, got {wrong[0]!r}")
     external = [i for i in items if isinstance(i, str)]
     found: dict[str, int] = {}
     if external:
@@ -85,8 +88,8 @@ def recommend(
         raise InvalidInputError(f"vectors must be one of {', '.join(VECTOR_KINDS)}")
     params = {
         "user_id": resolve_user(conn, user),
-        "k": k,
-        "filters": json.dumps(filters or {}),
+        "k": check_k(k),
+        "filters": filters_json(filters),
         "exclude_seen": exclude_seen,
         "diversity": diversity,
         "positive": resolve_items(conn, positive) or None,

@@ -8,7 +8,6 @@ embeds text queries with the active model, resolves external ids and maps rows t
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -18,6 +17,7 @@ import psycopg
 from pgvector import Vector
 
 from . import sqlfiles
+from .arguments import MAX_QUERY_TEXT, check_k, filters_json
 from .errors import InvalidInputError, translate
 from .recommend import ItemRef, resolve_items
 from .users import UserRef, resolve_user
@@ -28,7 +28,6 @@ if TYPE_CHECKING:
     from .orm import Item
 
 Query = np.ndarray | Sequence[float] | str
-MAX_K = 1000
 
 
 @dataclass(frozen=True)
@@ -70,17 +69,15 @@ def query_vector(conn: psycopg.Connection[Any], query: Query) -> Vector:
 
         array = load_active_encoder(conn).encoder.encode([query])[0]
     else:
-        array = np.asarray(query, dtype=np.float32)
+        try:
+            array = np.asarray(query, dtype=np.float32)
+        except (TypeError, ValueError) as exc:
+            raise InvalidInputError(f"query must be a text or a vector of numbers: {exc}") from None
     if array.ndim != 1 or array.size == 0:
         raise InvalidInputError(f"query must be a non-empty 1-D vector, got shape {array.shape}")
     if not np.isfinite(array).all():
         raise InvalidInputError("query vector contains NaN or Infinity")
     return Vector(array)
-
-
-def _check_k(k: int) -> None:
-    if not 1 <= k <= MAX_K:
-        raise InvalidInputError(f"k must be between 1 and {MAX_K}, got {k}")
 
 
 def _user_id(conn: psycopg.Connection[Any], user: UserRef | None) -> int | None:
@@ -107,8 +104,8 @@ def search(conn: psycopg.Connection[Any], query: Query, k: int = 10,
         hits = search(conn, "space adventure", k=5, filters={"tags": {"contains": ["Sci-Fi"]}})
         print([h.title for h in hits])
     """
-    _check_k(k)
-    params = {"query": query_vector(conn, query), "k": k, "filters": json.dumps(filters or {}),
+    check_k(k)
+    params = {"query": query_vector(conn, query), "k": k, "filters": filters_json(filters),
               "exclude_user": _user_id(conn, exclude_user), "model_id": model_id}
     return [SearchHit(int(r[0]), str(r[1]), r[2], float(r[3]))
             for r in _run(conn, "queries/search.sql", params)]
@@ -123,9 +120,9 @@ def search_similar(conn: psycopg.Connection[Any], item: ItemRef, k: int = 10,
 
         search_similar(conn, "50", k=5)     # Star Wars -> other space operas
     """
-    _check_k(k)
+    check_k(k)
     params = {"item_id": resolve_items(conn, [item])[0], "k": k,
-              "filters": json.dumps(filters or {}),
+              "filters": filters_json(filters),
               "exclude_user": _user_id(conn, exclude_user), "model_id": model_id}
     return [SearchHit(int(r[0]), str(r[1]), r[2], float(r[3]))
             for r in _run(conn, "queries/search_similar.sql", params)]
@@ -144,11 +141,13 @@ def search_text(conn: psycopg.Connection[Any], text: str, k: int = 10,
 
         search_text(conn, "star wars", k=5)[0].title     # 'Star Wars (1977)'
     """
-    _check_k(k)
+    check_k(k)
+    if not isinstance(text, str) or len(text) > MAX_QUERY_TEXT:
+        raise InvalidInputError(f"text must be a string of at most {MAX_QUERY_TEXT} characters")
     vec = None
     if vector:
         vec = query_vector(conn, text if query is None else query)
-    params = {"text": text, "query": vec, "k": k, "filters": json.dumps(filters or {}),
+    params = {"text": text, "query": vec, "k": k, "filters": filters_json(filters),
               "exclude_user": _user_id(conn, exclude_user), "model_id": model_id,
               "rrf_k": rrf_k}
     return [HybridHit(int(r[0]), str(r[1]), r[2], float(r[3]), r[4], r[5],
@@ -165,8 +164,8 @@ def explain_search(conn: psycopg.Connection[Any], query: Query, k: int = 10,
 
         explain_search(conn, q, filters={"category": "Documentary"})["strategy"]   # 'exact'
     """
-    _check_k(k)
-    params = {"query": query_vector(conn, query), "k": k, "filters": json.dumps(filters or {}),
+    check_k(k)
+    params = {"query": query_vector(conn, query), "k": k, "filters": filters_json(filters),
               "exclude_user": _user_id(conn, exclude_user), "model_id": model_id}
     return dict(_run(conn, "queries/search_explain.sql", params)[0][0])
 

@@ -18,7 +18,7 @@ import psycopg
 from pgvector import Vector
 
 from . import sqlfiles
-from .errors import NotFoundError, translate
+from .errors import InvalidInputError, NotFoundError, translate
 from .interests import choose_k, weighted_kmeans
 
 log = logging.getLogger(__name__)
@@ -41,6 +41,8 @@ def resolve_user(conn: psycopg.Connection[Any], user: UserRef) -> int:
 
         resolve_user(conn, "196")   # -> 1
     """
+    if isinstance(user, bool) or not isinstance(user, (int, str)):
+        raise InvalidInputError(f"a user is an int user_id or a str external id, got {user!r}")
     if isinstance(user, int):
         return user
     row = conn.execute(sqlfiles.read("queries/user_resolve.sql"), {"external_id": user}).fetchone()

@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 from collections.abc import Callable
+from datetime import datetime, timezone
 from typing import Any
 
 import psycopg
@@ -18,6 +19,31 @@ Handler = Callable[[argparse.Namespace], int]
 def add_json_flag(parser: argparse.ArgumentParser) -> None:
     """Add ``--json``: machine-readable output on stdout."""
     parser.add_argument("--json", action="store_true", help="print machine-readable JSON")
+
+
+def add_filter_flag(parser: argparse.ArgumentParser) -> None:
+    """Add ``--filter JSON``: the filters of pyembed.search / recommend."""
+    parser.add_argument("--filter", type=json_argument, default={}, metavar="JSON",
+                        help='filters, e.g. {"category": "Drama", "price": {"lt": 20}}')
+
+
+def json_argument(text: str) -> Any:
+    """argparse type: a JSON value, with a message a user can act on."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise argparse.ArgumentTypeError(f"not valid JSON ({exc.msg}): {text!r}") from None
+
+
+def timestamp_argument(text: str) -> datetime:
+    """argparse type: an ISO 8601 date or timestamp (naive means UTC)."""
+    try:
+        parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"not an ISO 8601 timestamp (e.g. 1998-03-01 or 1998-03-01T12:00:00Z): {text!r}"
+        ) from None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
 
 
 def emit(args: argparse.Namespace, data: Any, human: Callable[[Any], str]) -> None:

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import json
 from dataclasses import asdict
 from typing import Any
 
 from ..errors import InvalidInputError
 from ..search import explain_search, search, search_similar, search_text
-from .common import add_json_flag, emit, open_connection, table
+from .common import add_filter_flag, add_json_flag, emit, open_connection, table
 
 
 def register(subparsers: Any) -> None:
@@ -27,8 +26,7 @@ def register(subparsers: Any) -> None:
         "  pyembed-db search \"romance\" --exclude-user 196 --explain")
     parser.add_argument("text", nargs="?", help="query text (not needed with --similar-to)")
     parser.add_argument("--k", type=int, default=10, help="how many items (default 10)")
-    parser.add_argument("--filter", type=json.loads, default={}, metavar="JSON",
-                        help='filters, e.g. {"category": "Drama", "price": {"lt": 20}}')
+    add_filter_flag(parser)
     parser.add_argument("--exclude-user", metavar="EXTERNAL_ID",
                         help="leave out items this user has events on")
     parser.add_argument("--similar-to", metavar="ITEM_EXTERNAL_ID",

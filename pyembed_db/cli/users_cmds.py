@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 import argparse
-import json
 from dataclasses import asdict
-from datetime import datetime
 from typing import Any
 
 from .. import sqlfiles, users
 from ..errors import InvalidInputError
 from ..evaluate import evaluate
 from ..recommend import VECTOR_KINDS, recommend
-from .common import add_json_flag, emit, open_connection, table
+from .common import (
+    add_filter_flag,
+    add_json_flag,
+    emit,
+    open_connection,
+    table,
+    timestamp_argument,
+)
 
 WIDTH = 44  # characters of a title in the side-by-side view
 
@@ -34,7 +39,7 @@ def register(subparsers: Any) -> None:
         "(e.g. after a bulk load with triggers off)."
         "\n\nExamples:\n  pyembed-db refresh-users\n  pyembed-db refresh-users --user 196 --json")
     refresh.add_argument("--user", metavar="EXTERNAL_ID", help="refresh only this user")
-    refresh.add_argument("--since", type=datetime.fromisoformat, metavar="TIMESTAMP",
+    refresh.add_argument("--since", type=timestamp_argument, metavar="TIMESTAMP",
                          help="also re-queue users with unincluded events since then")
     refresh.add_argument("--batch", type=int, default=1000, help="users per transaction")
     refresh.add_argument("--no-interests", action="store_true",
@@ -51,8 +56,7 @@ def register(subparsers: Any) -> None:
         "  pyembed-db recommend 196 --positive 50 --negative 181 --json")
     rec.add_argument("user", metavar="USER_EXTERNAL_ID")
     rec.add_argument("--k", type=int, default=10, help="how many items (default 10)")
-    rec.add_argument("--filter", type=json.loads, default={}, metavar="JSON",
-                     help='filters, e.g. {"category": "Drama", "price": {"lt": 20}}')
+    add_filter_flag(rec)
     rec.add_argument("--diversity", type=float, default=0.0, help="MMR diversity 0..1")
     rec.add_argument("--positive", nargs="+", default=[], metavar="ITEM",
                      help="external ids of items to move toward")
@@ -77,7 +81,7 @@ def register(subparsers: Any) -> None:
         "  pyembed-db evaluate --cutoff 1998-03-01")
     split = ev.add_mutually_exclusive_group()
     split.add_argument("--holdout", type=int, default=10, help="events held out per user")
-    split.add_argument("--cutoff", type=datetime.fromisoformat, metavar="TIMESTAMP",
+    split.add_argument("--cutoff", type=timestamp_argument, metavar="TIMESTAMP",
                        help="hold out every event at or after this time")
     ev.add_argument("--k", type=int, default=10, help="list length (default 10)")
     ev.set_defaults(handler=_evaluate)

@@ -86,12 +86,11 @@ class Encoder:
     def encode(self, texts: list[str]) -> np.ndarray:
         """Embed ``texts``; returns a float32 array (len(texts), dimensions).
 
-        Empty or whitespace-only texts are rejected with :class:`InvalidInputError`; texts over
-        the model's max length are truncated and counted in ``last_stats.truncated``.
+        Empty or whitespace-only texts, non-strings and strings that are not valid Unicode (lone
+        surrogates) are rejected with :class:`InvalidInputError`; texts over the model's max
+        length are truncated and counted in ``last_stats.truncated``.
         """
-        for n, text in enumerate(texts):
-            if not isinstance(text, str) or not text.strip():
-                raise InvalidInputError(f"text {n} is empty: nothing to embed")
+        _check_texts(texts)
         stats = EncodeStats(texts=len(texts))
         cap = self.config.max_length * CHARS_PER_TOKEN_CAP
         encodings = self.tokenizer.encode_batch([t[:cap] for t in texts])
@@ -139,3 +138,18 @@ class Encoder:
         if self.config.normalize:
             pooled = pooled / np.clip(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12, None)
         return pooled
+
+
+def _check_texts(texts: object) -> None:
+    if isinstance(texts, (str, bytes)) or not isinstance(texts, (list, tuple)):
+        raise InvalidInputError(f"texts must be a list of strings, got {type(texts).__name__}")
+    for n, text in enumerate(texts):
+        if not isinstance(text, str):
+            raise InvalidInputError(f"text {n} is not a string (got {type(text).__name__})")
+        if not text.strip():
+            raise InvalidInputError(f"text {n} is empty: nothing to embed")
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise InvalidInputError(f"text {n} is not valid UTF-8 (lone surrogate at position "
+                                    f"{exc.start})") from None

@@ -12,7 +12,7 @@ begin
         return pyembed.active_model_id();
     end if;
     if not exists (select from pyembed.embedding_models where model_id = p_model_id) then
-        raise exception 'unknown embedding model %', p_model_id using errcode = 'PE002';
+        raise exception 'unknown model_id %', p_model_id using errcode = 'PE002';
     end if;
     return p_model_id;
 end
@@ -66,7 +66,7 @@ begin
         return found_vector;
     end if;
     if not exists (select from pyembed.items where item_id = p_item_id) then
-        raise exception 'unknown item %', p_item_id using errcode = 'PE004';
+        raise exception 'unknown item_id %', p_item_id using errcode = 'PE004';
     end if;
     select reason into skip_reason from pyembed.item_embedding_skips
     where model_id = resolved and item_id = p_item_id;

@@ -19,8 +19,8 @@ as $$
         with ordinality as t(x, o)
 $$;
 
--- Raises PE010 unless `value` is a non-empty JSON array whose elements all have type `element`
--- ('string' or 'integer').
+-- Raises PE010 unless `value` is a JSON array whose elements all have type `element` ('string'
+-- or 'integer'). An empty array is allowed: `in` then matches nothing, `not_in` everything.
 create or replace function pyembed.filter_check_array(key text, op text, value jsonb, element text)
 returns void
 language plpgsql immutable security invoker
@@ -379,9 +379,11 @@ begin
         case storage when 'vector' then indexed else format('ie.embedding %s $2', op) end,
         case when filtered then 'join pyembed.items i on i.item_id = ie.item_id' else '' end,
         model, plan->>'filter_sql', excluding, indexed);
+    -- `+ 0`: with relaxed_order the index returns candidates only nearly sorted, but the
+    -- planner would take them as sorted by d and merely finish the sort (incremental sort).
     return format($q$
         select array_agg(item_id order by d, item_id), array_agg(d order by d, item_id)
-        from (select c.item_id, c.d from (%s) c order by c.d, c.item_id limit $5) r$q$,
+        from (select c.item_id, c.d + 0 as d from (%s) c order by c.d + 0, c.item_id limit $5) r$q$,
         candidates);
 end
 $$;
@@ -556,7 +558,7 @@ as $$
 declare
     f jsonb := coalesce(filters, '{}');
     pool integer;
-    tsq tsquery := websearch_to_tsquery('english', coalesce(query_text, ''));
+    tsq tsquery;
     excluded bigint[];
     text_ids bigint[] := '{}';
     vector_ids bigint[] := '{}';
@@ -568,6 +570,12 @@ begin
     if rrf_k is null or rrf_k < 1 then
         raise exception 'rrf_k must be >= 1, got %', rrf_k using errcode = 'PE012';
     end if;
+    -- A tsquery of a very long text overflows the parser's stack; no real query is this long.
+    if length(query_text) > 10000 then
+        raise exception 'query_text is too long: % characters (max 10000)', length(query_text)
+            using errcode = 'PE012';
+    end if;
+    tsq := websearch_to_tsquery('english', coalesce(query_text, ''));
     if query is null and numnode(tsq) = 0 then
         raise exception 'search_text needs query_text with words or a query vector'
             using errcode = 'PE012';

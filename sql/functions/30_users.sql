@@ -53,6 +53,9 @@ begin
     if not found then
         raise exception 'unknown event type %', $1 using errcode = 'PE012';
     end if;
+    if $2 in ('NaN'::real, 'Infinity'::real, '-Infinity'::real) then
+        raise exception 'value must be a finite number, got %', $2 using errcode = 'PE012';
+    end if;
     return pyembed.rule_weight(type_weight, $1, $2);
 end
 $$;
@@ -370,6 +373,10 @@ begin
     if k is null or k < 1 or k > 1000 then
         raise exception 'k must be between 1 and 1000, got %', k using errcode = 'PE012';
     end if;
+    if exclude_user is not null
+       and not exists (select from pyembed.users u where u.user_id = exclude_user) then
+        raise exception 'unknown user_id %', exclude_user using errcode = 'PE003';
+    end if;
     if half_life is null and exists (select from pyembed.item_popularity_state) then
         source := 'pyembed.item_popularity';
     end if;
@@ -509,6 +516,9 @@ begin
     if not exists (select from pyembed.users u where u.user_id = uid) then
         raise exception 'unknown user_id %', uid using errcode = 'PE003';
     end if;
+    if not exists (select from pyembed.embedding_models em where em.model_id = m) then
+        raise exception 'unknown model_id %', m using errcode = 'PE002';
+    end if;
     if k is null or k < 1 or k > 1000 then
         raise exception 'k must be between 1 and 1000, got %', k using errcode = 'PE012';
     end if;
@@ -625,7 +635,7 @@ begin
                 (select array_agg(s2.relevance order by s2.relevance desc, s2.item_id)
                  from scored s2),
                 (select array_agg(ie.embedding order by s2.relevance desc, s2.item_id)
-                 from scored s2 join pyembed.item_embeddings ie
+                 from scored s2 left join pyembed.item_embeddings ie
                       on ie.model_id = m and ie.item_id = s2.item_id),
                 k, diversity) r
         join scored sc on sc.item_id = r.item_id

@@ -186,6 +186,9 @@ alter table pyembed.items enable row level security;
 alter table pyembed.events enable row level security;
 alter table pyembed.item_embeddings enable row level security;
 alter table pyembed.user_embeddings enable row level security;
+alter table pyembed.item_embedding_skips enable row level security;
+alter table pyembed.item_queue enable row level security;
+alter table pyembed.user_queue enable row level security;
 
 create policy tenant_rows on pyembed.users
     using (tenant_id is not distinct from nullif(current_setting('pyembed.tenant_id', true), ''));
@@ -197,12 +200,39 @@ create policy tenant_rows on pyembed.item_embeddings
     using (exists (select from pyembed.items i where i.item_id = item_embeddings.item_id));
 create policy tenant_rows on pyembed.user_embeddings
     using (exists (select from pyembed.users u where u.user_id = user_embeddings.user_id));
+create policy tenant_rows on pyembed.item_embedding_skips
+    using (exists (select from pyembed.items i where i.item_id = item_embedding_skips.item_id));
+create policy tenant_rows on pyembed.item_queue
+    using (exists (select from pyembed.items i where i.item_id = item_queue.item_id));
+create policy tenant_rows on pyembed.user_queue
+    using (exists (select from pyembed.users u where u.user_id = user_queue.user_id));
+
+-- Foreign keys are checked without row-level security, so without this an event of tenant A
+-- could name a user or item of tenant B (and a later refresh would copy B's vector into A's
+-- user). Restrictive: it applies on top of every other policy, the worker's included.
+create policy same_tenant_insert on pyembed.events as restrictive for insert
+    with check (
+        exists (select from pyembed.users u
+                where u.user_id = events.user_id and u.tenant_id is not distinct from events.tenant_id)
+        and exists (select from pyembed.items i
+                    where i.item_id = events.item_id
+                      and i.tenant_id is not distinct from events.tenant_id));
+create policy same_tenant_update on pyembed.events as restrictive for update
+    with check (
+        exists (select from pyembed.users u
+                where u.user_id = events.user_id and u.tenant_id is not distinct from events.tenant_id)
+        and exists (select from pyembed.items i
+                    where i.item_id = events.item_id
+                      and i.tenant_id is not distinct from events.tenant_id));
 
 create policy worker_all on pyembed.users to pyembed_worker using (true) with check (true);
 create policy worker_all on pyembed.items to pyembed_worker using (true) with check (true);
 create policy worker_all on pyembed.events to pyembed_worker using (true) with check (true);
 create policy worker_all on pyembed.item_embeddings to pyembed_worker using (true) with check (true);
 create policy worker_all on pyembed.user_embeddings to pyembed_worker using (true) with check (true);
+create policy worker_all on pyembed.item_embedding_skips to pyembed_worker using (true) with check (true);
+create policy worker_all on pyembed.item_queue to pyembed_worker using (true) with check (true);
+create policy worker_all on pyembed.user_queue to pyembed_worker using (true) with check (true);
 
 alter table pyembed.item_popularity enable row level security;
 create policy tenant_rows on pyembed.item_popularity
