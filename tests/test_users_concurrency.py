@@ -61,3 +61,41 @@ def test_concurrent_refresh_users_neither_lose_nor_double_count(db_url: str) -> 
             " where ue.kind = 'long_term' and ue.event_count = 5)"
         ).fetchone()
     assert counts == (0, USERS, USERS)
+
+
+def test_event_committed_during_a_refresh_queues_the_user_again(db_url: str) -> None:
+    """A refresh claimed the user and read their events; an event commits before the refresh
+    deletes the queue row. The user must end up queued again, or that event would never reach
+    their vectors. The worker side replays refresh_user_batch's steps: claim, refresh, delete."""
+    t0 = datetime(2024, 2, 1, tzinfo=timezone.utc)
+    with connect(db_url) as setup:
+        model_id = add_model(setup, "race")
+        items = add_items(setup, model_id, np.eye(DIM)[:2], "race")
+        user = add_user(setup, "racer")
+        add_events(setup, [(user, items[0], "click", None, t0)])
+        setup.commit()
+    with connect(db_url) as worker, connect(db_url) as writer:
+        worker.execute("select user_id from pyembed.user_queue where user_id = %s for update",
+                       (user,))
+        assert worker.execute("select pyembed.refresh_user_set(array[%s::bigint])",
+                              (user,)).fetchone() == (2,)  # from the click only
+        done = threading.Event()
+
+        def write() -> None:
+            add_events(writer, [(user, items[1], "purchase", None, t0)])
+            writer.commit()
+            done.set()
+
+        thread = threading.Thread(target=write)
+        thread.start()
+        assert not done.wait(0.5)  # the trigger waits for the claimed queue row
+        worker.execute("delete from pyembed.user_queue where user_id = %s", (user,))
+        worker.commit()
+        thread.join(10)
+        assert done.is_set()
+        assert worker.execute("select pyembed.refresh_users()").fetchone() == (1,)
+        worker.commit()
+        row = worker.execute("select event_count from pyembed.user_embeddings where user_id = %s "
+                             "and kind = 'long_term' and model_id = %s",
+                             (user, model_id)).fetchone()
+    assert row == (2,)

@@ -171,7 +171,16 @@ def test_reembed_fills_shadow_model_then_activate_switches(
             "select count(distinct content_hash), count(*) from pyembed.item_embeddings e "
             "join pyembed.items i using (item_id) where i.external_id = 't1'").fetchone()
         assert hashes == (1, 2)
+        conn.execute("insert into pyembed.users (external_id) values ('switcher')")
+        conn.execute("insert into pyembed.events (user_id, item_id, event_type) select u.user_id, "
+                     "i.item_id, 'view' from pyembed.users u, pyembed.items i "
+                     "where u.external_id = 'switcher' and i.external_id = 't1'")
+        conn.execute("delete from pyembed.user_queue")
+        conn.commit()
         activate_model(conn, new.name, new.version)
+        # Their vectors of the old model are useless now: every user with events is queued.
+        assert conn.execute("select count(*) from pyembed.user_queue q join pyembed.users u "
+                            "using (user_id) where u.external_id = 'switcher'").fetchone() == (1,)
         statuses = dict(conn.execute(
             "select model_id, status from pyembed.embedding_models").fetchall())
         assert statuses[new.model_id] == "active" and statuses[old.model_id] == "registered"
@@ -197,3 +206,25 @@ def test_changed_model_file_is_refused(model_url: str, tmp_path: Any,
             load_model(conn, info)
         with pytest.raises(ModelError, match="already registered with another file"):
             register_model(conn, str(copy), exported_minilm["tokenizer"], name="tamper")
+
+
+def test_first_vector_of_an_item_queues_its_users(model_url: str) -> None:
+    """A user refreshed before an item had a vector left it out: its first vector queues them."""
+    with connect(model_url) as conn:
+        _insert_items(conn, [("late", "Late arrival", None, 5)])
+        conn.execute("insert into pyembed.users (external_id) values ('early-bird')")
+        conn.execute("insert into pyembed.events (user_id, item_id, event_type) select u.user_id, "
+                     "i.item_id, 'purchase' from pyembed.users u, pyembed.items i "
+                     "where u.external_id = 'early-bird' and i.external_id = 'late'")
+        conn.execute("delete from pyembed.user_queue")
+        conn.commit()
+        drain(conn)
+        queued = conn.execute("select u.external_id from pyembed.user_queue q "
+                              "join pyembed.users u using (user_id)").fetchall()
+        assert queued == [("early-bird",)]
+        conn.execute("delete from pyembed.user_queue")
+        conn.execute("update pyembed.items set title = 'Late arrival, revised' "
+                     "where external_id = 'late'")
+        conn.commit()
+        drain(conn)  # a new vector for an item that had one: users wait for their next event
+        assert conn.execute("select count(*) from pyembed.user_queue").fetchone() == (0,)

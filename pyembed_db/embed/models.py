@@ -238,6 +238,8 @@ def activate_model(
         for query in ("queries/model_step_down.sql", "queries/model_mark_active.sql"):
             conn.execute(sqlfiles.read(query), {"model_id": target.model_id})
         conn.execute("select pyembed.ensure_model_index(%s)", (target.model_id,))
+        if current is None or current.model_id != target.model_id:
+            conn.execute(sqlfiles.read("queries/user_queue_all.sql"))
     conn.commit()
     log.info("active model is now %s", target.label)
     return get_model(conn, target.name, target.version)

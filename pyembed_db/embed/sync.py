@@ -51,6 +51,9 @@ def _embed_for_model(
             ])
         conn.execute(sqlfiles.read("queries/item_skips_clear.sql"),
                      {"model_id": model_id, "item_ids": embeddable})
+        first = [i for i in embeddable if i not in current]
+        if first and model.info.status == "active":
+            conn.execute(sqlfiles.read("queries/user_queue_item_users.sql"), {"item_ids": first})
         truncated = model.encoder.last_stats.truncated
         if truncated:
             log.warning("%d items truncated to %d tokens by %s", truncated,
@@ -70,13 +73,14 @@ def embed_step(conn: psycopg.Connection[Any], batch_size: int = 128) -> int:
     conn.commit()
     if not models:
         return 0
-    with conn.cursor(row_factory=dict_row) as cur:
-        items = cur.execute(sqlfiles.read("queries/item_queue_claim.sql"),
-                            {"batch": batch_size}).fetchall()
-    if not items:
+    item_ids = [row[0] for row in conn.execute(sqlfiles.read("queries/item_queue_claim.sql"),
+                                               {"batch": batch_size})]
+    if not item_ids:
         conn.commit()
         return 0
-    item_ids = [item["item_id"] for item in items]
+    with conn.cursor(row_factory=dict_row) as cur:
+        items = cur.execute(sqlfiles.read("queries/item_texts.sql"),
+                            {"item_ids": item_ids}).fetchall()
     try:
         for model in models:
             _embed_for_model(conn, model, items)

@@ -130,9 +130,13 @@ language plpgsql security invoker
 set search_path to pg_catalog, pg_temp
 as $$
 begin
+    -- `do update`, not `do nothing`: when a worker holds the user's queue row (refreshing it
+    -- right now, from events that do not include these), the update waits for that worker to
+    -- delete the row and commit, then queues the user again. `do nothing` would not wait, and
+    -- these events would never reach the user's vectors.
     insert into pyembed.user_queue (user_id)
     select distinct user_id from new_events
-    on conflict (user_id) do nothing;
+    on conflict (user_id) do update set enqueued_at = pyembed.user_queue.enqueued_at;
     if found then
         perform pg_notify('pyembed_work', 'users');
     end if;
