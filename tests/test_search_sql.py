@@ -309,3 +309,38 @@ def test_settings_are_restored_and_readers_can_search(db: psycopg.Connection[Any
                           (int(catalog.ids[0]),)).fetchall()) == 3
     assert db.execute("select count(*) from pyembed.search_text('item', %s, 4)",
                       (q,)).fetchone() == (4,)
+
+
+def test_unfiltered_search_runs_the_per_index_function(db: psycopg.Connection[Any],
+                                                       catalog: Catalog) -> None:
+    """Unfiltered HNSW searches go through pyembed.search_<index> (a plan cached per session);
+    it returns what the EXECUTE path returns, restores the settings, and readers may call it."""
+    q = queries(catalog, 1)[0]
+    p = plan(db, q, {})
+    assert p["strategy"] == "hnsw" and p["function"] == f"search_{p['index']}"
+    db.execute("set local hnsw.ef_search = 33")
+    fast = search(db, q, K)
+    # An empty item_id not_in is a filter, so it takes the EXECUTE path; same rows, same order.
+    assert fast == search(db, q, K, {"item_id": {"not_in": []}})
+    assert plan(db, q, {"item_id": {"not_in": []}})["function"] is None
+    assert [r[0] for r in fast] == catalog.brute_force(q, np.ones(len(catalog.ids), bool), K)
+    assert db.execute("select current_setting('hnsw.ef_search'), "
+                      "current_setting('plan_cache_mode')").fetchone() == ("33", "auto")
+    db.execute("set role pyembed_reader")
+    assert search(db, q, K) == fast
+
+
+def test_per_index_functions_follow_the_function_files(db_url: str, catalog: Catalog) -> None:
+    """Re-applying the function files (every migration does) re-creates them; a missing one
+    makes search fall back to EXECUTE, never fail."""
+    from pyembed_db import sqlfiles
+
+    with connect(db_url, autocommit=True) as c:
+        q = queries(catalog, 1)[0]
+        name = plan(c, q, {})["function"]
+        expected = search(c, q, K)
+        c.execute(f"drop function pyembed.{name}")
+        assert plan(c, q, {})["function"] is None and search(c, q, K) == expected
+        for path in sqlfiles.function_files():
+            c.execute(sqlfiles.read(path))
+        assert plan(c, q, {})["function"] == name and search(c, q, K) == expected

@@ -66,6 +66,7 @@ begin
         set config = config || jsonb_build_object('index_storage', chosen)
         where model_id = p_model_id;
     end if;
+    perform pyembed.create_search_function(p_model_id);
     return index_name;
 end
 $$;

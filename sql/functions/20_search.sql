@@ -194,14 +194,18 @@ as $$
 declare
     raw text := nullif(current_setting('pyembed.' || name, true), '');
 begin
+    -- A regex, not an exception handler: that would open a subtransaction on every search.
+    if raw !~ '^\s*[-+]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][-+]?[0-9]+)?\s*$' then
+        raise exception 'setting pyembed.% must be a number, got %', name, quote_literal(raw)
+            using errcode = 'PE012';
+    end if;
     return coalesce(raw::double precision, fallback);
-exception when invalid_text_representation then
-    raise exception 'setting pyembed.% must be a number, got %', name, quote_literal(raw)
-        using errcode = 'PE012';
 end
 $$;
 
 -- How pyembed.search will run this query, without running it (jsonb):
+--   function        the per-index function that runs an unfiltered HNSW search with a cached
+--                   plan (see search_function_sql), when there is one
 --   strategy        'exact' (scan the rows passing the filter, sort by exact distance) or
 --                   'hnsw' (HNSW index with iterative scan, candidates re-sorted exactly)
 --   reason          why; estimated_rows (planner), counted_rows (bounded count, when the
@@ -223,11 +227,17 @@ as $$
 declare
     m record;
     f jsonb := coalesce(filters, '{}');
-    fsql text;
+    fsql text := 'true';
     storage text;
     index_name text;
-    threshold integer := pyembed.search_setting('search_exact_rows', 2000);
+    -- Settings are read inline, not through a function: every plpgsql call costs a few
+    -- microseconds per transaction, and a plain unfiltered search is a few hundred.
     forced text := coalesce(nullif(current_setting('pyembed.search_strategy', true), ''), 'auto');
+    raw_threshold text := nullif(current_setting('pyembed.search_exact_rows', true), '');
+    raw_rerank text := nullif(current_setting('pyembed.search_rerank', true), '');
+    raw_ef text := nullif(current_setting('pyembed.search_ef_search', true), '');
+    raw_tuples text := nullif(current_setting('pyembed.search_max_scan_tuples', true), '');
+    threshold integer;
     total double precision;
     explained text;
     estimated double precision;
@@ -239,10 +249,17 @@ declare
     ef integer;
     max_tuples integer;
     selectivity double precision;
+    prepared text;
 begin
-    select em.* into m from pyembed.embedding_models em
-    where em.model_id = coalesce(search_plan.model_id, pyembed.active_model_id());
-    if not found then
+    select em.model_id, em.name, em.dimensions, em.distance,
+           coalesce(em.config->>'index_storage', 'vector') as storage
+    into m from pyembed.embedding_models em
+    where em.model_id = search_plan.model_id
+       or (search_plan.model_id is null and em.status = 'active');
+    if not found and search_plan.model_id is null then
+        raise exception 'no active embedding model' using errcode = 'PE001',
+            hint = 'register one with `pyembed-db model register` and activate it';
+    elsif not found then
         raise exception 'unknown model_id %', search_plan.model_id using errcode = 'PE002';
     end if;
     if query is null then
@@ -254,8 +271,7 @@ begin
     end if;
     -- pgvector's vector type already rejects NaN and Infinity; the norm (accumulated in double
     -- precision) is finite exactly when every component is, so this guard costs one pass.
-    if vector_norm(query) = 'NaN'::double precision
-       or vector_norm(query) = 'Infinity'::double precision then
+    if vector_norm(query) in ('NaN'::double precision, 'Infinity'::double precision) then
         raise exception 'query vector contains NaN or Infinity' using errcode = 'PE011';
     end if;
     if k is null or k < 1 or k > 1000 then
@@ -269,14 +285,22 @@ begin
         raise exception 'pyembed.search_strategy must be auto, exact or hnsw, got %',
             quote_literal(forced) using errcode = 'PE012';
     end if;
+    if coalesce(raw_threshold, raw_rerank, raw_ef, raw_tuples) is not null then
+        threshold := pyembed.search_setting('search_exact_rows', 2000);
+        perform pyembed.search_setting('search_rerank', 1),
+                pyembed.search_setting('search_ef_search', 1),
+                pyembed.search_setting('search_max_scan_tuples', 1);
+    end if;
+    threshold := coalesce(threshold, 2000);
 
-    fsql := pyembed.filter_sql(f);
-    storage := coalesce(m.config->>'index_storage', 'vector');
-    index_name := pyembed.model_index_name(m.model_id, storage);
+    storage := m.storage;
+    index_name := 'item_embeddings_hnsw_m' || m.model_id
+                  || case when storage = 'vector' then '' else '_' || storage end;
     select greatest(c.reltuples, 0) into total from pg_class c
     where c.oid = 'pyembed.items'::regclass and c.reltuples >= 0;
 
-    if fsql <> 'true' then
+    if f <> '{}' then
+        fsql := pyembed.filter_sql(f);
         execute 'explain (format json) select 1 from pyembed.items i where ' || fsql
             into explained using f;
         estimated := (explained::jsonb #>> '{0,Plan,Plan Rows}')::double precision;
@@ -285,12 +309,17 @@ begin
                            fsql, threshold + 1)
                 into counted using f;
         end if;
+    else
+        prepared := 'search_' || index_name;  -- pyembed.search_function_name
+        if to_regproc('pyembed.' || prepared) is null then
+            prepared := null;
+        end if;
     end if;
     -- A count that reached the limit is only a lower bound: keep the estimate when larger.
     passing := case when counted <= threshold then counted
                     else greatest(counted, coalesce(estimated, total)) end;
 
-    if to_regclass(format('pyembed.%I', index_name)) is null then
+    if to_regclass('pyembed.' || index_name) is null then
         strategy := 'exact';
         reason := format('no HNSW index %s (run pyembed.ensure_model_index)', index_name);
     elsif forced <> 'auto' then
@@ -311,12 +340,11 @@ begin
 
     selectivity := case when total > 0 then least(passing / total, 1) end;
     -- Quantized indexes return approximate distances: fetch more, re-rank with the full vectors.
-    fetch_n := least(1000, k * pyembed.search_setting('search_rerank',
-                                case storage when 'bit' then 40 when 'halfvec' then 2 else 1 end));
-    fetch_n := greatest(fetch_n, k);
+    fetch_n := greatest(k, least(1000, k * coalesce(raw_rerank::double precision,
+                        case storage when 'bit' then 40 when 'halfvec' then 2 else 1 end)));
     -- 200 candidates per layer-0 search: recall@10 ~0.99 on 100k x 384 (bench/filtered_search).
-    ef := least(1000, pyembed.search_setting('search_ef_search', greatest(200, 2 * fetch_n)));
-    max_tuples := least(1000000, pyembed.search_setting('search_max_scan_tuples',
+    ef := least(1000, coalesce(raw_ef::double precision, greatest(200, 2 * fetch_n)));
+    max_tuples := least(1000000, coalesce(raw_tuples::double precision,
         greatest(20000, ceil(4 * fetch_n / greatest(coalesce(selectivity, 1), 1e-6)))));
 
     return jsonb_build_object(
@@ -325,7 +353,8 @@ begin
         'index', index_name, 'filter_sql', fsql, 'k', k, 'fetch', fetch_n,
         'estimated_rows', estimated, 'counted_rows', counted, 'total_rows', total,
         'selectivity', selectivity, 'exact_threshold', threshold,
-        'ef_search', ef, 'max_scan_tuples', max_tuples, 'exclude_user', exclude_user);
+        'ef_search', ef, 'max_scan_tuples', max_tuples, 'exclude_user', exclude_user,
+        'function', prepared);
 end
 $$;
 
@@ -388,6 +417,66 @@ begin
 end
 $$;
 
+-- Unfiltered HNSW searches, the most common kind, get a function of their own per index,
+-- pyembed.search_<index name>, holding the statement of search_sql as static SQL: PostgreSQL
+-- then plans it once per session instead of on every call (EXECUTE plans each time, and planning
+-- costs half as much as running the query). force_generic_plan keeps the plan even though LIMIT
+-- is a parameter; enable_seqscan off keeps the generic plan on the index. Parameters $1..$7 are
+-- those of search_sql plus ef_search and max_scan_tuples. ensure_model_index creates it; the
+-- end of this file re-creates them all, so they follow every change of search_sql.
+create or replace function pyembed.search_function_name(index_name text) returns text
+language sql immutable security invoker
+set search_path to pg_catalog, pg_temp
+as $$
+    select 'search_' || index_name
+$$;
+
+create or replace function pyembed.create_search_function(p_model_id integer) returns text
+language plpgsql volatile security invoker
+set search_path to pg_catalog, public, pg_temp
+as $gen$
+declare
+    m record;
+    storage text;
+    fn text;
+    statement text;
+begin
+    select * into m from pyembed.embedding_models where model_id = p_model_id;
+    if not found then
+        raise exception 'unknown model_id %', p_model_id using errcode = 'PE002';
+    end if;
+    storage := coalesce(m.config->>'index_storage', 'vector');
+    fn := pyembed.search_function_name(pyembed.model_index_name(p_model_id, storage));
+    -- exclude_user set: the statement always filters $3 (empty when nobody is excluded).
+    statement := pyembed.search_sql(jsonb_build_object(
+        'dimensions', m.dimensions, 'model_id', m.model_id, 'storage', storage,
+        'distance', m.distance, 'filter_sql', 'true', 'exclude_user', 0), 'hnsw');
+    execute format($f$
+        create or replace function pyembed.%I(
+            filters jsonb, query vector, excluded bigint[], fetch_n integer, k integer,
+            ef_search integer, max_scan_tuples integer,
+            out ids bigint[], out distances double precision[])
+        language plpgsql stable security invoker
+        set search_path to pg_catalog, public, pg_temp
+        set hnsw.iterative_scan to 'relaxed_order'
+        set hnsw.ef_search to 40
+        set hnsw.max_scan_tuples to 20000
+        set plan_cache_mode to force_generic_plan
+        set enable_seqscan to off
+        as $body$
+        begin
+            perform set_config('hnsw.ef_search', ef_search::text, true),
+                    set_config('hnsw.max_scan_tuples', max_scan_tuples::text, true);
+            %s
+            into ids, distances;
+        end
+        $body$$f$, fn, statement);
+    execute format('revoke all on function pyembed.%I from public', fn);
+    execute format('grant execute on function pyembed.%I to pyembed_reader', fn);
+    return fn;
+end
+$gen$;
+
 -- Runs the HNSW strategy of a plan. The SET clauses make every setting below local to this call:
 -- PostgreSQL restores them when the function returns (set_config(..., true) inside a function
 -- with a SET clause for the same setting does not outlive the call). relaxed_order: iterative
@@ -420,7 +509,14 @@ language plpgsql volatile security invoker
 set search_path to pg_catalog, public, pg_temp
 as $$
 begin
-    if strategy = 'hnsw' then
+    if strategy = 'hnsw' and plan->>'function' is not null then
+        execute format('select f.ids, f.distances from pyembed.%I($1, $2, $3, $4, $5, $6, $7) f',
+                       plan->>'function')
+            into ids, distances
+            using coalesce(filters, '{}'::jsonb), query, coalesce(excluded, '{}'),
+                  (plan->>'fetch')::integer, (plan->>'k')::integer,
+                  (plan->>'ef_search')::integer, (plan->>'max_scan_tuples')::integer;
+    elsif strategy = 'hnsw' then
         select r.ids, r.distances into ids, distances
         from pyembed.search_run_hnsw(plan, query, coalesce(filters, '{}'::jsonb),
                                      coalesce(excluded, '{}')) r;
@@ -620,5 +716,20 @@ begin
     from fused fu join pyembed.items i on i.item_id = fu.id
     order by fu.s desc, fu.tr nulls last, fu.vr nulls last, i.item_id
     limit k;
+end
+$$;
+
+-- Re-create the per-index search functions of every indexed model (see create_search_function).
+do $$
+declare
+    m record;
+begin
+    for m in select model_id, coalesce(config->>'index_storage', 'vector') as storage
+             from pyembed.embedding_models loop
+        if to_regclass(format('pyembed.%I', pyembed.model_index_name(m.model_id, m.storage)))
+           is not null then
+            perform pyembed.create_search_function(m.model_id);
+        end if;
+    end loop;
 end
 $$;

@@ -39,7 +39,7 @@ declare
         -- helpers of the search functions (sql/functions/20_search.sql)
         'jsonb_text_array', 'jsonb_bigint_array', 'filter_check_array', 'filter_range',
         'filter_condition', 'search_setting', 'search_sql', 'search_run', 'search_run_hnsw',
-        'user_item_ids', 'model_index_name'
+        'user_item_ids', 'model_index_name', 'search_function_name'
     ];
 begin
     for fn in
@@ -49,7 +49,10 @@ begin
     loop
         execute format('revoke execute on function %s from public', fn.signature);
         execute format('grant execute on function %s to %I', fn.signature,
-                       case when fn.proname = any (read_only) then 'pyembed_reader'
+                       case when fn.proname = any (read_only)
+                                 -- per-index search functions (create_search_function)
+                                 or fn.proname like 'search\_item\_embeddings\_hnsw\_%'
+                            then 'pyembed_reader'
                             else 'pyembed_worker' end);
     end loop;
 end
