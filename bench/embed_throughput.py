@@ -69,7 +69,7 @@ def review_texts(n: int) -> list[str]:
     return texts[:n]
 
 
-def torch_encoder(threads: int) -> Encode:
+def torch_encoder(threads: int, batch: int = BATCH) -> Encode:
     import torch
     from sentence_transformers import SentenceTransformer
 
@@ -80,7 +80,7 @@ def torch_encoder(threads: int) -> Encode:
 
     def encode(texts: list[str]) -> np.ndarray:
         with torch.inference_mode():
-            out = model.encode(texts, batch_size=BATCH, normalize_embeddings=True,
+            out = model.encode(texts, batch_size=batch, normalize_embeddings=True,
                                convert_to_numpy=True)
         return np.asarray(out, dtype=np.float32)
 
@@ -88,8 +88,8 @@ def torch_encoder(threads: int) -> Encode:
 
 
 def onnx_encoder(onnx: Path, tokenizer: Path, threads: int) -> Encode:
-    return Encoder(EncoderConfig(onnx, tokenizer, max_length=256, batch_size=BATCH,
-                                 threads=threads)).encode
+    # The encoder's own batching: up to 64 texts and 1,024 padded tokens per batch.
+    return Encoder(EncoderConfig(onnx, tokenizer, max_length=256, threads=threads)).encode
 
 
 def timed(encode: Encode, texts: list[str], repeat: int) -> tuple[float, np.ndarray]:
@@ -129,9 +129,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         models = build_models(Path(tmp))
         for threads in args.threads:
-            speed, reference = timed(torch_encoder(threads), texts, args.repeat)
-            rows.append({"variant": "sentence-transformers (PyTorch)", "threads": threads,
-                         "per_s": speed, "ratio": 1.0, "min_cos": 1.0, "mean_cos": 1.0})
+            # The baseline at its best batch size: smaller batches suit long texts on a CPU.
+            speed, reference, batch = max(
+                (*timed(torch_encoder(threads, b), texts, args.repeat), b) for b in (16, 32, 64))
+            rows.append({"variant": f"sentence-transformers (PyTorch, batch {batch})",
+                         "threads": threads, "per_s": speed, "ratio": 1.0, "min_cos": 1.0,
+                         "mean_cos": 1.0})
             for name, (onnx, tokenizer) in models.items():
                 speed_v, vectors = timed(onnx_encoder(onnx, tokenizer, threads), texts,
                                          args.repeat)
@@ -147,7 +150,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _print_row(row: dict[str, Any]) -> None:
-    print(f"{row['variant']:<34} {row['threads']:>7} {row['per_s']:>12.0f} {row['ratio']:>9.2f}x "
+    print(f"{row['variant']:<44} {row['threads']:>7} {row['per_s']:>12.0f} {row['ratio']:>9.2f}x "
           f"{row['min_cos']:>9.4f} {row['mean_cos']:>9.5f}")
 
 
@@ -159,7 +162,7 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=2, help="timed runs per variant (best)")
     args = parser.parse_args()
     args.threads = [int(t) for t in args.threads.split(",")]
-    print(f"{'variant':<34} {'threads':>7} {'sentences/s':>12} {'vs torch':>10} "
+    print(f"{'variant':<44} {'threads':>7} {'sentences/s':>12} {'vs torch':>10} "
           f"{'min cos':>9} {'mean cos':>9}")
     result = run(args)
     RESULTS.parent.mkdir(exist_ok=True)

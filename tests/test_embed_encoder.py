@@ -72,9 +72,12 @@ def test_output_does_not_depend_on_batching_or_order(default_encoder: Encoder) -
 def test_batches_pad_only_to_their_own_longest(default_encoder: Encoder) -> None:
     texts = ["short"] * 64 + [" ".join(["long"] * 200)] * 64
     default_encoder.encode(texts)
-    # Sorted by length, each batch holds same-length texts: no padding at all.
+    # Sorted by length, each batch holds same-length texts: no padding at all. The 64 short
+    # texts (3 tokens with [CLS] and [SEP]) fill one batch of 64; the long ones (202 tokens)
+    # go 5 to a batch under the 1,024-token budget: 13 batches.
     assert default_encoder.last_stats.padded_tokens == 0
-    assert default_encoder.last_stats.batches == 2
+    assert default_encoder.config.batch_tokens == 1024
+    assert default_encoder.last_stats.batches == 1 + 13
 
 
 def test_huge_text_is_truncated_and_counted(default_encoder: Encoder) -> None:

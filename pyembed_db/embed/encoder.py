@@ -34,7 +34,8 @@ class EncoderConfig:
     max_length: int = 256
     pooling: str = "mean"  # "mean" or "cls"
     normalize: bool = True
-    batch_size: int = 64
+    batch_size: int = 64  # texts per batch, at most
+    batch_tokens: int = 1024  # padded tokens per batch, at most (one text may exceed it)
     threads: int = 0  # 0: onnxruntime's default (all cores)
 
 
@@ -100,10 +101,10 @@ class Encoder:
         if stats.truncated:
             log.warning("%d of %d texts truncated to %d tokens", stats.truncated, len(texts),
                         self.config.max_length)
-        order = np.argsort([len(e.ids) for e in encodings], kind="stable")
+        lengths = [len(e.ids) for e in encodings]
+        order = np.argsort(lengths, kind="stable")
         result: np.ndarray | None = None
-        for start in range(0, len(order), self.config.batch_size):
-            index = order[start : start + self.config.batch_size]
+        for index in self._batches(order, lengths):
             vectors = self._run([encodings[i] for i in index], stats)
             if result is None:
                 result = np.empty((len(texts), vectors.shape[1]), dtype=np.float32)
@@ -113,19 +114,25 @@ class Encoder:
             return np.empty((0, self.dimensions or 0), dtype=np.float32)
         return result
 
+    def _batches(self, order: np.ndarray, lengths: list[int]) -> list[np.ndarray]:
+        """Cut the length-sorted ``order`` into batches of at most ``batch_size`` texts and
+        ``batch_tokens`` padded tokens: many short texts go together, long ones in small
+        batches whose activations stay in the CPU caches."""
+        batches, start = [], 0
+        while start < len(order):
+            end = start + 1
+            while (end < len(order) and end - start < self.config.batch_size
+                   and (end - start + 1) * lengths[order[end]] <= self.config.batch_tokens):
+                end += 1
+            batches.append(order[start:end])
+            start = end
+        return batches
+
     def _run(self, batch: list[Encoding], stats: EncodeStats) -> np.ndarray:
-        width = max(len(e.ids) for e in batch)
-        ids = np.zeros((len(batch), width), dtype=np.int64)
-        mask = np.zeros((len(batch), width), dtype=np.int64)
-        types = np.zeros((len(batch), width), dtype=np.int64)
-        for row, enc in enumerate(batch):
-            n = len(enc.ids)
-            ids[row, :n] = enc.ids
-            mask[row, :n] = 1
-            types[row, :n] = enc.type_ids
+        feed = model_inputs(batch)
+        mask = feed["attention_mask"]
         stats.batches += 1
         stats.padded_tokens += int(mask.size - mask.sum())
-        feed = {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
         feed = {k: v for k, v in feed.items() if k in self.input_names}
         hidden = np.asarray(self.session.run([self.output_name], feed)[0], dtype=np.float32)
         if self.pooled_output:
@@ -138,6 +145,21 @@ class Encoder:
         if self.config.normalize:
             pooled = pooled / np.clip(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12, None)
         return pooled
+
+
+def model_inputs(batch: list[Encoding]) -> dict[str, np.ndarray]:
+    """``input_ids``, ``attention_mask`` and ``token_type_ids`` of a batch, padded to its
+    longest encoding."""
+    width = max(len(e.ids) for e in batch)
+    ids = np.zeros((len(batch), width), dtype=np.int64)
+    mask = np.zeros((len(batch), width), dtype=np.int64)
+    types = np.zeros((len(batch), width), dtype=np.int64)
+    for row, enc in enumerate(batch):
+        n = len(enc.ids)
+        ids[row, :n] = enc.ids
+        mask[row, :n] = 1
+        types[row, :n] = enc.type_ids
+    return {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
 
 
 def _check_texts(texts: object) -> None:

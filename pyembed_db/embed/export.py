@@ -3,16 +3,8 @@
 Only ``pyembed-db model export`` imports this module; it needs the ``export`` extra (torch,
 transformers, onnx). Nothing on the runtime path (embedding, search, worker) imports torch.
 
-The int8 variant quantizes the weights of the MatMul nodes dynamically (int8, per-channel
-scales; activations quantized per batch at run time), except the MatMuls matched by
-:data:`KEEP_FP32_PATTERNS`, which stay fp32. For all-MiniLM-L6-v2 that list came from a
-per-node sensitivity analysis: each of the 36 weight MatMuls quantized alone, ranked by the drop
-of the minimum cosine to sentence-transformers on reference sentences, ML-100K titles and
-clothing reviews. Quantizing all of them runs 2.1x faster than fp32 but falls to min cosine 0.96
-(short inputs suffer most); keeping the 10 most sensitive (mostly feed-forward matrices) in fp32
-keeps min cosine >= 0.994 at 1.5x fp32 speed (measured: docs/embedding.md). Other checkpoints
-with BERT node names get the same treatment; every exported file is checked against PyTorch on
-reference sentences and the minimum cosine is returned and stored by the caller.
+The int8 variant is made by :mod:`pyembed_db.embed.quantize`. Every exported file is checked
+against PyTorch on reference sentences; the minimum cosine is returned and stored by the caller.
 """
 
 from __future__ import annotations
@@ -27,22 +19,10 @@ from typing import Any
 import numpy as np
 
 from .encoder import Encoder, EncoderConfig
+from .quantize import quantize_int8
 
 log = logging.getLogger(__name__)
 
-# Most sensitive first (see the module docstring).
-KEEP_FP32_PATTERNS = (
-    "/layer.4/intermediate/dense/MatMul",
-    "/layer.3/intermediate/dense/MatMul",
-    "/layer.0/output/dense/MatMul",
-    "/layer.2/intermediate/dense/MatMul",
-    "/layer.2/output/dense/MatMul",
-    "/layer.4/attention/self/value/MatMul",
-    "/layer.1/output/dense/MatMul",
-    "/layer.5/attention/self/value/MatMul",
-    "/layer.1/intermediate/dense/MatMul",
-    "/layer.3/output/dense/MatMul",
-)
 CHECK_SENTENCES = [
     "A man is eating food.",
     "A man is riding a horse.",
@@ -111,29 +91,6 @@ def _legacy_export(torch: Any, module: Any, dummy: Any, axes: dict[int, str], ou
     )
 
 
-def quantize_int8(fp32_path: Path, out: Path, keep_fp32: tuple[str, ...] = KEEP_FP32_PATTERNS
-                  ) -> list[str]:
-    """Dynamic per-channel int8 quantization of MatMul weights, except ``keep_fp32`` nodes."""
-    import onnx
-    from onnxruntime.quantization import QuantType, quantize_dynamic
-
-    graph = onnx.load(str(fp32_path)).graph
-    excluded = [n.name for n in graph.node
-                if n.op_type == "MatMul" and any(p in n.name for p in keep_fp32)]
-    # DefaultTensorType: shape inference cannot type the outputs of the fused contrib ops.
-    # The root-logger level hides onnxruntime's advice to pre-process (it changes nothing here).
-    root = logging.getLogger()
-    level = root.level
-    root.setLevel(logging.ERROR)
-    try:
-        quantize_dynamic(str(fp32_path), str(out), weight_type=QuantType.QInt8, per_channel=True,
-                         op_types_to_quantize=["MatMul"], nodes_to_exclude=excluded,
-                         extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
-    finally:
-        root.setLevel(level)
-    return excluded
-
-
 def min_cosine(a: np.ndarray, b: np.ndarray) -> float:
     """Smallest row-wise cosine between two sets of unit vectors."""
     return float(np.min(np.sum(a * b, axis=1)))
@@ -153,7 +110,7 @@ def export_checkpoint(checkpoint: str | Path, out_dir: str | Path, *, quantize: 
     _export_fp32(checkpoint, paths["fp32"])
     if quantize:
         paths["int8"] = out_dir / "model_int8.onnx"
-        quantize_int8(paths["fp32"], paths["int8"])
+        quantize_int8(paths["fp32"], paths["int8"], tokenizer)
     reference = _torch_reference(checkpoint, CHECK_SENTENCES)
     cosines = {}
     for version, path in paths.items():
