@@ -8,9 +8,12 @@ Measured in the same run, on a private embedded server (``--data-dir``, not the 
 1. full refresh: ``select pyembed.refresh_users(batch => B)`` until the queue is empty (the
    pg_cron path, SQL only), and the worker path (SQL + interest k-means in Python);
 2. baseline: a per-user Python loop that fetches each user's events with their item vectors
-   (binary) and computes the same weighted, decayed mean in numpy, then writes it back;
+   and computes the same two vectors (long-term and short-term weighted, decayed means) in
+   numpy, then writes them back; with the vectors fetched in psycopg's default text format, and
+   in binary (the fastest psycopg path);
 3. incremental: 1% new events for random users, then the queue drained again (only the users
    with new events are touched), vs the baseline loop over those users.
+4. the full refresh again from 2 sessions at once (how 2 workers share it on 2 cores).
 Vectors of both paths are compared (max abs difference) on the baseline's users.
 
     .venv/bin/python bench/user_refresh.py --copies 10
@@ -96,9 +99,43 @@ def sql_refresh(url: str, batch: int, interests: bool) -> tuple[int, float]:
                 return done, time.perf_counter() - start
 
 
+def user_vector(net: np.ndarray, x: np.ndarray) -> np.ndarray | None:
+    """mean(liked) - gamma * mean(disliked) from per-item net weights, as in SQL; normalized."""
+    pos, neg = net > 0, net < 0
+    if not pos.any():
+        return None
+    v = net[pos] @ x[pos] / net[pos].sum()
+    if neg.any():
+        v = v + GAMMA * (net[neg] @ x[neg]) / -net[neg].sum()
+    norm = np.linalg.norm(v)
+    return (v / norm).astype(np.float32) if norm > 0 else None
+
+
+def sql_refresh_parallel(url: str, batch: int, sessions: int) -> tuple[int, float]:
+    """The pg_cron path from ``sessions`` connections at once (as several workers would run it):
+    each claims its own batches with FOR UPDATE SKIP LOCKED; returns (users, seconds)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def drain(_: int) -> int:
+        with connect(url) as conn:
+            done = 0
+            while n := conn.execute("select pyembed.refresh_users(batch => %s)",
+                                    (batch,)).fetchone()[0]:
+                conn.commit()
+                done += n
+            conn.commit()
+            return done
+
+    start = time.perf_counter()
+    with ThreadPoolExecutor(sessions) as pool:
+        done = sum(pool.map(drain, range(sessions)))
+    return done, time.perf_counter() - start
+
+
 def baseline(url: str, user_ids: list[int], model_id: int, binary: bool,
              batch: int) -> tuple[int, float]:
-    """Per-user Python loop: fetch events + vectors, weighted decayed mean in numpy, write.
+    """Per-user Python loop: fetch events + vectors, compute the long-term and short-term
+    vectors (weighted decayed means) in numpy, write them.
 
     Commits every ``batch`` users like the SQL path. ``binary`` fetches the vectors in binary
     (the fastest psycopg path); otherwise in psycopg's default text format.
@@ -119,23 +156,18 @@ def baseline(url: str, user_ids: list[int], model_id: int, binary: bool,
             ts = np.array([float(r[2]) for r in rows])
             w = np.array([TYPE_WEIGHT[r[0]] * ((r[1] or 3) - 3) for r in rows])
             w = w * 0.5 ** ((ts.max() - ts) / HALF_LIFE_S)
-            # Net weight per item, then mean(liked) - gamma * mean(disliked), as in SQL.
             items, first, where = np.unique([r[4] for r in rows], return_index=True,
                                             return_inverse=True)
-            net = np.bincount(where, weights=w, minlength=len(items))
             x = np.stack([rows[i][3].to_numpy() for i in first])
-            pos, neg = net > 0, net < 0
-            if not pos.any():
-                continue
-            v = net[pos] @ x[pos] / net[pos].sum()
-            if neg.any():
-                v = v + GAMMA * (net[neg] @ x[neg]) / -net[neg].sum()
-            norm = np.linalg.norm(v)
-            if norm > 0:
-                conn.execute(
-                    "insert into bench_baseline (user_id, embedding) values (%s, %s) "
-                    "on conflict (user_id) do update set embedding = excluded.embedding",
-                    (user_id, Vector((v / norm).astype(np.float32))))
+            recent = ts >= ts.max() - WINDOW_S
+            # Both vectors the SQL path writes: all events, and the short-term window.
+            for kind, weights in (("long_term", w), ("short_term", np.where(recent, w, 0.0))):
+                v = user_vector(np.bincount(where, weights=weights, minlength=len(items)), x)
+                if v is not None:
+                    conn.execute(
+                        "insert into bench_baseline (user_id, kind, embedding) values (%s, %s, %s)"
+                        " on conflict (user_id, kind) do update set embedding = excluded.embedding",
+                        (user_id, kind, Vector(v)))
             if n % batch == 0:
                 conn.commit()
         conn.commit()
@@ -147,8 +179,8 @@ def compare(url: str, user_ids: list[int], model_id: int) -> float:
         row = conn.execute(
             "select max(abs(x - y)) from ("
             "  select unnest(ue.embedding::real[]) x, unnest(b.embedding::real[]) y"
-            "  from pyembed.user_embeddings ue join bench_baseline b using (user_id)"
-            "  where ue.model_id = %s and ue.kind = 'long_term' and ue.user_id = any(%s)) d",
+            "  from pyembed.user_embeddings ue join bench_baseline b using (user_id, kind)"
+            "  where ue.model_id = %s and ue.user_id = any(%s)) d",
             (model_id, user_ids)).fetchone()
     return float(row[0] or 0.0)
 
@@ -190,7 +222,8 @@ def main() -> None:
     migrate.upgrade(url)
     info = setup(url, args.copies, args.seed)
     with connect(url) as conn:
-        conn.execute("create table bench_baseline (user_id bigint primary key, embedding vector)")
+        conn.execute("create table bench_baseline (user_id bigint, kind text, embedding vector, "
+                     "primary key (user_id, kind))")
         conn.commit()
     print(f"{info['events']:,} events, {info['users']:,} users, {info['items']:,} items, "
           f"{DIM} d")
@@ -207,6 +240,10 @@ def main() -> None:
         conn.execute("insert into pyembed.user_queue (user_id) select user_id from pyembed.users")
         conn.commit()
     n_worker, t_worker = sql_refresh(url, args.batch, interests=True)
+    with connect(url) as conn:
+        conn.execute("insert into pyembed.user_queue (user_id) select user_id from pyembed.users")
+        conn.commit()
+    n_par, t_par = sql_refresh_parallel(url, args.batch // 2, 2)
 
     new_events, touched = add_new_events(url, 0.01, info["events"], info["users"], info["items"],
                                          args.seed)
@@ -226,6 +263,9 @@ def main() -> None:
     results = {
         "events": info["events"], "users": info["users"], "dimensions": DIM,
         "full_sql": {"users": n_sql, "seconds": t_sql, "events_per_s": sql_rate},
+        "full_sql_2_sessions": {"users": n_par, "seconds": t_par,
+                                "events_per_s": info["events"] / t_par},
+        "speedup_full_2_sessions": info["events"] / t_par / base_rate,
         "full_worker_with_interests": {"users": n_worker, "seconds": t_worker,
                                        "events_per_s": info["events"] / t_worker},
         "baseline_python_loop": {"users": len(sample), "events": n_base_events,
@@ -250,6 +290,8 @@ def main() -> None:
           f"Python loop {base_rate:,.0f} events/s (binary) -> {sql_rate / base_rate:.1f}x, "
           f"{n_text_events / t_text:,.0f} events/s (text) -> "
           f"{sql_rate / (n_text_events / t_text):.1f}x")
+    print(f"full refresh, 2 sessions at once: {info['events'] / t_par:,.0f} events/s "
+          f"({t_par:.1f} s) -> {info['events'] / t_par / base_rate:.1f}x the binary loop")
     print(f"incremental    {new_events:,} new events -> {n_inc:,} users refreshed in {t_inc:.2f} s "
           f"({inc_rate:,.0f} events/s of those users) | Python loop (binary) "
           f"{inc_base_rate:,.0f} events/s -> {inc_rate / inc_base_rate:.1f}x")
