@@ -91,7 +91,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     vectors, categories = make_catalog(args.items, args.dim, args.seed)
     rng = np.random.default_rng(args.seed + 1)
     picks = rng.integers(0, args.items, size=args.queries)
-    queries = vectors[picks] + 0.3 * rng.normal(size=(args.queries, args.dim)).astype(np.float32)
+    # Near a catalog item, as real queries are (the same noise as bench/filtered_search.py).
+    queries = vectors[picks] + 0.05 * rng.normal(size=(args.queries, args.dim)).astype(np.float32)
     queries /= np.linalg.norm(queries, axis=1, keepdims=True)
     cats = np.array(categories)
 

@@ -421,7 +421,10 @@ $$;
 -- pyembed.search_<index name>, holding the statement of search_sql as static SQL: PostgreSQL
 -- then plans it once per session instead of on every call (EXECUTE plans each time, and planning
 -- costs half as much as running the query). force_generic_plan keeps the plan even though LIMIT
--- is a parameter; enable_seqscan off keeps the generic plan on the index. Parameters $1..$7 are
+-- is a parameter. A generic plan costs that LIMIT as 10% of the rows, which on a small catalog
+-- makes scanning every vector and sorting look cheaper than the index: enable_sort and
+-- enable_seqscan off keep it on the index (the final sort of k rows is in every plan, so it
+-- decides nothing). Parameters $1..$7 are
 -- those of search_sql plus ef_search and max_scan_tuples. ensure_model_index creates it; the
 -- end of this file re-creates them all, so they follow every change of search_sql.
 create or replace function pyembed.search_function_name(index_name text) returns text
@@ -462,6 +465,7 @@ begin
         set hnsw.ef_search to 40
         set hnsw.max_scan_tuples to 20000
         set plan_cache_mode to force_generic_plan
+        set enable_sort to off
         set enable_seqscan to off
         as $body$
         begin
