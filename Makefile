@@ -31,7 +31,8 @@ bench: install
 	$(BIN)/python bench/embed_throughput.py
 	$(BIN)/python bench/filtered_search.py
 	$(BIN)/python bench/user_refresh.py
-	$(BIN)/python bench/sharded_search.py
+	$(BIN)/python bench/sharded_search.py --shards 2
+	$(BIN)/python bench/sharded_search.py --shards 4
 	$(BIN)/python bench/soak.py --seconds 60
 
 lint: install

@@ -166,7 +166,7 @@ def main() -> None:
         ratio = c["p50_ms"] / base[c["filter"]]["p50_ms"]
         print(f"{c['filter']:<16} {c['mode']:<8} {c['recall']:>8.3f} {c['p50_ms']:>8.2f} "
               f"{c['p95_ms']:>8.2f} {ratio:>12.2f}")
-    out = Path(__file__).parent / "results" / "sharded_search.json"
+    out = Path(__file__).parent / "results" / f"sharded_search_{args.shards}.json"
     out.write_text(json.dumps(results, indent=2))
     print(f"\nsaved {out}")
 
