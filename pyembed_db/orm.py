@@ -32,9 +32,10 @@ from sqlalchemy import (
     MetaData,
     SmallInteger,
     Text,
+    select,
 )
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB, TSVECTOR
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship
 
 SCHEMA = "pyembed"
 
@@ -162,3 +163,22 @@ class UserEmbedding(Base):
     refreshed_at: Mapped[datetime]
 
     user: Mapped[User] = relationship(back_populates="embeddings", lazy="raise")
+
+
+def driver_connection(session: Session) -> Any:
+    """The psycopg connection under ``session``: the SQL-function helpers run on it, inside
+    the session's transaction."""
+    return session.connection().connection.driver_connection
+
+
+def items_by_id(session: Session, item_ids: list[int]) -> dict[int, Item]:
+    """The mapped :class:`Item` objects of ``item_ids`` (those the session may see), by id.
+
+    Example::
+
+        items = items_by_id(session, [hit.item_id for hit in hits])
+    """
+    if not item_ids:
+        return {}
+    return {item.item_id: item
+            for item in session.scalars(select(Item).where(Item.item_id.in_(item_ids)))}

@@ -116,14 +116,8 @@ def recommend_items(session: Session, user: UserRef, k: int = 10,
         with Session(engine) as session:
             titles = [item.title for item in recommend_items(session, "196", k=5)]
     """
-    from sqlalchemy import select
+    from .orm import driver_connection, items_by_id
 
-    from .orm import Item
-
-    driver = session.connection().connection.driver_connection
-    recs = recommend(driver, user, k, filters, **options)  # type: ignore[arg-type]
-    if not recs:
-        return []
-    by_id = {item.item_id: item for item in
-             session.scalars(select(Item).where(Item.item_id.in_([r.item_id for r in recs])))}
+    recs = recommend(driver_connection(session), user, k, filters, **options)
+    by_id = items_by_id(session, [r.item_id for r in recs])
     return [by_id[r.item_id] for r in recs if r.item_id in by_id]

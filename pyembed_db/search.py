@@ -182,14 +182,8 @@ def search_items(session: Session, query: Query, k: int = 10,
             for item, distance in search_items(session, "space adventure", k=5):
                 print(item.title, item.category, distance)
     """
-    from sqlalchemy import select
+    from .orm import driver_connection, items_by_id
 
-    from .orm import Item
-
-    driver = session.connection().connection.driver_connection
-    hits = search(driver, query, k, filters, **options)  # type: ignore[arg-type]
-    if not hits:
-        return []
-    by_id = {item.item_id: item for item in
-             session.scalars(select(Item).where(Item.item_id.in_([h.item_id for h in hits])))}
+    hits = search(driver_connection(session), query, k, filters, **options)
+    by_id = items_by_id(session, [h.item_id for h in hits])
     return [(by_id[h.item_id], h.distance) for h in hits if h.item_id in by_id]

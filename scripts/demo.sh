@@ -29,7 +29,7 @@ pe search "space adventure" --explain
 
 # --- users and recommendations ------------------------------------------------------------------
 pe refresh-users
-pe recommend 1 --k 8 --history 8
+pe recommend 1 --k 8 --history 8 --popularity 0.3   # the best method in the evaluation below
 pe recommend 42 --k 8 --history 8 --diversity 0.3
 pe recommend 405 --k 5 --history 5 --filter '{"category": "Comedy"}' --popularity 0.3
 pe evaluate --holdout 10 --k 10

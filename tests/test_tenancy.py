@@ -724,3 +724,14 @@ def test_writer_cannot_attach_events_to_another_tenants_rows(world: World,
                 except psycopg.Error as error:
                     outcomes[name] = str(error.sqlstate)
     assert "inserted" not in outcomes.values() and len(set(outcomes.values())) == 1, outcomes
+    # Nor can an existing event of acme be moved onto globex's item by an update.
+    with psycopg.connect(tenants_url) as writer:
+        writer.execute("set role pyembed_writer")
+        writer.execute("select set_config('pyembed.tenant_id', 'acme', false)")
+        with writer.transaction(force_rollback=True):
+            event = writer.execute("insert into pyembed.events (user_id, item_id, event_type) "
+                                   "values (%s, %s, 'like') returning event_id",
+                                   (acme_user, acme_item)).fetchone()
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                writer.execute("update pyembed.events set item_id = %s where event_id = %s",
+                               (globex_item, event[0]))

@@ -5,7 +5,7 @@ terms: research use, no redistribution; so the data is loaded from the installed
 never committed to this repository.
 
 Mapping: users keep age, gender, occupation and zip code as attributes; items get the title,
-``category`` = first genre, ``tags`` = all genres, ``attributes`` = {year, genres} and
+``category`` = first genre, ``tags`` = all genres, ``attributes`` = {year} and
 ``created_at`` = 1 January of the release year; every rating becomes a ``rating`` event with
 ``value`` 1-5 at its original timestamp. External ids are the data set's own ids.
 """
@@ -76,7 +76,8 @@ def items() -> Iterator[dict[str, Any]]:
             "title": r["movie_title"],
             "category": genres[0] if genres else None,
             "tags": genres,
-            "attributes": {"year": year, "genres": genres},
+            # The genres are the tags already: repeating them would embed them twice.
+            "attributes": {"year": year} if year else {},
             "created_at": datetime(year, 1, 1, tzinfo=timezone.utc) if year else None,
         }
 

@@ -505,29 +505,39 @@ begin
 end
 $$;
 
--- Runs one strategy of a plan: (ids, distances), best first.
-create or replace function pyembed.search_run(
-    plan jsonb, strategy text, query vector, filters jsonb, excluded bigint[],
-    out ids bigint[], out distances double precision[])
+-- Runs a plan made by search_plan: (ids, distances) best first, and whether the exact scan
+-- took over because the index path found fewer than k rows (its scan hit max_scan_tuples).
+create or replace function pyembed.search_execute(
+    plan jsonb, query vector, filters jsonb, exclude_user bigint,
+    out ids bigint[], out distances double precision[], out fallback boolean)
 language plpgsql volatile security invoker
 set search_path to pg_catalog, public, pg_temp
 as $$
+declare
+    f jsonb := coalesce(filters, '{}');
+    excluded bigint[] := case when exclude_user is not null
+                              then pyembed.user_item_ids(exclude_user) else '{}' end;
+    k integer := (plan->>'k')::integer;
 begin
-    if strategy = 'hnsw' and plan->>'function' is not null then
+    fallback := false;
+    if plan->>'strategy' = 'hnsw' and plan->>'function' is not null then
         execute format('select f.ids, f.distances from pyembed.%I($1, $2, $3, $4, $5, $6, $7) f',
                        plan->>'function')
             into ids, distances
-            using coalesce(filters, '{}'::jsonb), query, coalesce(excluded, '{}'),
-                  (plan->>'fetch')::integer, (plan->>'k')::integer,
+            using f, query, excluded, (plan->>'fetch')::integer, k,
                   (plan->>'ef_search')::integer, (plan->>'max_scan_tuples')::integer;
-    elsif strategy = 'hnsw' then
+    elsif plan->>'strategy' = 'hnsw' then
         select r.ids, r.distances into ids, distances
-        from pyembed.search_run_hnsw(plan, query, coalesce(filters, '{}'::jsonb),
-                                     coalesce(excluded, '{}')) r;
-    else
+        from pyembed.search_run_hnsw(plan, query, f, excluded) r;
+    end if;
+    if plan->>'strategy' = 'hnsw' and coalesce(cardinality(ids), 0) < k then
+        raise debug 'pyembed.search: HNSW found % < % rows, falling back to exact',
+            coalesce(cardinality(ids), 0), k;
+        fallback := true;
+    end if;
+    if plan->>'strategy' = 'exact' or fallback then
         execute pyembed.search_sql(plan, 'exact') into ids, distances
-            using coalesce(filters, '{}'::jsonb), query, coalesce(excluded, '{}'),
-                  (plan->>'fetch')::integer, (plan->>'k')::integer;
+            using f, query, excluded, (plan->>'fetch')::integer, k;
     end if;
     ids := coalesce(ids, '{}');
     distances := coalesce(distances, '{}');
@@ -557,19 +567,11 @@ set search_path to pg_catalog, public, pg_temp
 as $$
 declare
     plan jsonb := pyembed.search_plan(query, k, filters, exclude_user, model_id);
-    excluded bigint[] := case when exclude_user is not null
-                              then pyembed.user_item_ids(exclude_user) else '{}' end;
     found_ids bigint[];
     found_distances double precision[];
 begin
     select r.ids, r.distances into found_ids, found_distances
-    from pyembed.search_run(plan, plan->>'strategy', query, filters, excluded) r;
-    if plan->>'strategy' = 'hnsw' and cardinality(found_ids) < k then
-        raise debug 'pyembed.search: HNSW found % < % rows, falling back to exact',
-            cardinality(found_ids), k;
-        select r.ids, r.distances into found_ids, found_distances
-        from pyembed.search_run(plan, 'exact', query, filters, excluded) r;
-    end if;
+    from pyembed.search_execute(plan, query, filters, exclude_user) r;
     return query
         select i.item_id, i.external_id, i.title, x.d
         from unnest(found_ids, found_distances) with ordinality as x(id, d, o)
@@ -589,21 +591,12 @@ set search_path to pg_catalog, public, pg_temp
 as $$
 declare
     plan jsonb := pyembed.search_plan(query, k, filters, exclude_user, model_id);
-    excluded bigint[] := case when exclude_user is not null
-                              then pyembed.user_item_ids(exclude_user) else '{}' end;
     started timestamptz := clock_timestamp();
-    found bigint[];
-    fallback boolean := false;
+    r record;
 begin
-    select r.ids into found
-    from pyembed.search_run(plan, plan->>'strategy', query, filters, excluded) r;
-    if plan->>'strategy' = 'hnsw' and cardinality(found) < k then
-        fallback := true;
-        select r.ids into found
-        from pyembed.search_run(plan, 'exact', query, filters, excluded) r;
-    end if;
+    select * into r from pyembed.search_execute(plan, query, filters, exclude_user);
     return plan || jsonb_build_object(
-        'rows', cardinality(found), 'fallback', fallback,
+        'rows', cardinality(r.ids), 'fallback', r.fallback,
         'elapsed_ms', round((extract(epoch from clock_timestamp() - started) * 1000)::numeric, 3));
 end
 $$;

@@ -38,7 +38,7 @@ declare
         'search_plan', 'explain_search', 'recommend', 'popular_items', 'event_weight',
         -- helpers of the search functions (sql/functions/20_search.sql)
         'jsonb_text_array', 'jsonb_bigint_array', 'filter_check_array', 'filter_range',
-        'filter_condition', 'search_setting', 'search_sql', 'search_run', 'search_run_hnsw',
+        'filter_condition', 'search_setting', 'search_sql', 'search_execute', 'search_run_hnsw',
         'user_item_ids', 'model_index_name', 'search_function_name'
     ];
 begin
