@@ -1,4 +1,4 @@
-"""Recommendations: the Python face of ``pyembed.recommend`` (sql/functions/30_users.sql).
+"""Recommendations: the Python face of ``pyembed.recommend`` (sql/functions/40_recommend.sql).
 
 Everything happens in SQL, so applications in any language get the same results; this module
 resolves external ids, validates arguments and maps rows onto :class:`Recommendation` (or onto
