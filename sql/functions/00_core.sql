@@ -71,13 +71,13 @@ begin
 end
 $$;
 
--- Name of a model's HNSW index for a storage ('vector' keeps the historical name).
+-- Name of a model's HNSW index for a storage ('vector' keeps the historical name). No SET
+-- clause and only immutable built-ins, so search_plan's expressions inline it for free.
 create or replace function pyembed.model_index_name(p_model_id integer, storage text)
 returns text
 language sql immutable security invoker
-set search_path to pg_catalog, pg_temp
 as $$
-    select format('item_embeddings_hnsw_m%s', p_model_id)
+    select 'item_embeddings_hnsw_m' || p_model_id::text
            || case when storage = 'vector' then '' else '_' || storage end
 $$;
 

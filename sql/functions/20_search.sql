@@ -112,8 +112,7 @@ begin
     threshold := coalesce(threshold, 2000);
 
     storage := m.storage;
-    index_name := 'item_embeddings_hnsw_m' || m.model_id
-                  || case when storage = 'vector' then '' else '_' || storage end;
+    index_name := pyembed.model_index_name(m.model_id, storage);
     select greatest(c.reltuples, 0) into total from pg_class c
     where c.oid = 'pyembed.items'::regclass and c.reltuples >= 0;
 
@@ -128,7 +127,7 @@ begin
                 into counted using f;
         end if;
     else
-        prepared := 'search_' || index_name;  -- pyembed.search_function_name
+        prepared := pyembed.search_function_name(index_name);
         if to_regproc('pyembed.' || prepared) is null then
             prepared := null;
         end if;
@@ -246,8 +245,7 @@ $$;
 -- those of search_sql plus ef_search and max_scan_tuples. ensure_model_index creates it; the
 -- end of this file re-creates them all, so they follow every change of search_sql.
 create or replace function pyembed.search_function_name(index_name text) returns text
-language sql immutable security invoker
-set search_path to pg_catalog, pg_temp
+language sql immutable security invoker  -- inlined, like model_index_name
 as $$
     select 'search_' || index_name
 $$;
