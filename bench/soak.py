@@ -48,7 +48,7 @@ import pyembed_db as pe
 from pyembed_db import migrate, server
 from pyembed_db.db import connect
 from pyembed_db.embed import active_model, drain, register_default_model
-from pyembed_db.embed.item_text import ItemTextTemplate, content_hash
+from pyembed_db.embed.sync import stale_items
 from pyembed_db.jobs import APP_NAME
 
 WORDS = ["red", "blue", "green", "black", "steel", "oak", "linen", "wool", "leather", "glass",
@@ -266,16 +266,7 @@ def check(url: str) -> list[str]:
                 anomalies.append(f"{table}: {row[0]} rows left ({row[1]} failed)")
         model = active_model(conn)
         assert model is not None
-        template = ItemTextTemplate.from_config(model.config)
-        rows = conn.execute(
-            "select i.item_id, i.title, i.body, i.category, i.tags, i.attributes, "
-            "array_agg(e.content_hash) filter (where e.item_id is not null) "
-            "from pyembed.items i left join pyembed.item_embeddings e "
-            "on e.item_id = i.item_id and e.model_id = %s group by i.item_id",
-            (model.model_id,)).fetchall()
-        keys = ["title", "body", "category", "tags", "attributes"]
-        stale = [r[0] for r in rows if r[6] is None or len(r[6]) != 1 or r[6][0] != content_hash(
-            template.render(dict(zip(keys, r[1:6], strict=True))))]
+        stale = stale_items(conn, model)
         if stale:
             anomalies.append(f"{len(stale)} items without a current vector, e.g. {stale[:10]}")
         # Every vector of a user (long-term, short-term, interests) covers their last event.

@@ -228,3 +228,20 @@ def test_first_vector_of_an_item_queues_its_users(model_url: str) -> None:
         conn.commit()
         drain(conn)  # a new vector for an item that had one: users wait for their next event
         assert conn.execute("select count(*) from pyembed.user_queue").fetchone() == (0,)
+
+
+def test_stale_items_names_items_whose_vector_is_not_current(model_url: str) -> None:
+    from pyembed_db.embed import active_model
+    from pyembed_db.embed.sync import stale_items
+
+    with connect(model_url) as conn:
+        _insert_items(conn, [("st1", "Wool socks", None, 3)])
+        drain(conn)
+        model = active_model(conn)
+        assert model is not None and stale_items(conn, model) == []
+        conn.execute("update pyembed.items set title = 'Silk socks' where external_id = 'st1'")
+        stale = stale_items(conn, model)
+        item = conn.execute("select item_id from pyembed.items where external_id = 'st1'"
+                            ).fetchone()
+        assert item is not None and stale == [item[0]]
+        conn.rollback()

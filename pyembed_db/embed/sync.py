@@ -17,8 +17,8 @@ from psycopg.rows import dict_row
 from tqdm import tqdm
 
 from .. import sqlfiles
-from .item_text import content_hash
-from .models import LoadedModel, load_model, models_to_sync
+from .item_text import ItemTextTemplate, content_hash
+from .models import LoadedModel, ModelInfo, load_model, models_to_sync
 
 log = logging.getLogger(__name__)
 
@@ -95,6 +95,22 @@ def embed_step(conn: psycopg.Connection[Any], batch_size: int = 128) -> int:
                      {"item_ids": item_ids, "error": f"{type(exc).__name__}: {exc}"})
         conn.commit()
     return len(item_ids)
+
+
+def stale_items(conn: psycopg.Connection[Any], model: ModelInfo) -> list[int]:
+    """Items without exactly one vector of ``model`` made from their current text (a fault or
+    consistency check: empty once the queue is drained, skipped items aside).
+
+    Example::
+
+        assert stale_items(conn, active_model(conn)) == []
+    """
+    template = ItemTextTemplate.from_config(model.config)
+    with conn.cursor(row_factory=dict_row) as cur:
+        rows = cur.execute(sqlfiles.read("queries/item_vector_hashes.sql"),
+                           {"model_id": model.model_id}).fetchall()
+    return [row["item_id"] for row in rows
+            if row["hashes"] != [content_hash(template.render(row))]]
 
 
 def queue_depth(conn: psycopg.Connection[Any]) -> int:
