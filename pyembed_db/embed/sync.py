@@ -99,7 +99,7 @@ def embed_step(conn: psycopg.Connection[Any], batch_size: int = 128) -> int:
 
 def stale_items(conn: psycopg.Connection[Any], model: ModelInfo) -> list[int]:
     """Items without exactly one vector of ``model`` made from their current text (a fault or
-    consistency check: empty once the queue is drained, skipped items aside).
+    consistency check: once the queue is drained, only items skipped for empty text remain).
 
     Example::
 
