@@ -32,6 +32,7 @@ from .db import connect
 from .embed.sync import embed_step
 from .errors import PyembedError
 from .server import database_url
+from .users import refresh_step
 
 log = logging.getLogger(__name__)
 
@@ -50,12 +51,7 @@ class ConnectionLost(PyembedError):
 
 def default_steps() -> list[tuple[str, Step]]:
     """The steps a plain ``pyembed-db worker`` runs, in order."""
-    steps: list[tuple[str, Step]] = [("embed_items", embed_step)]
-    try:
-        from .users import refresh_step
-    except ImportError:
-        return steps
-    return [*steps, ("refresh_users", refresh_step)]
+    return [("embed_items", embed_step), ("refresh_users", refresh_step)]
 
 
 @dataclass
