@@ -57,10 +57,10 @@ begin
         select count(*) into current_vectors from pyembed.item_embeddings
         where model_id = current_id;
         if target_vectors < current_vectors then
-            raise exception 'model % has % item vectors, the active model % has %',
+            raise exception 'model % has % item vectors, the active model % has %: run '
+                            '`pyembed-db reembed` first (or force the switch)',
                 p_model_id, target_vectors, current_id, current_vectors
-                using errcode = 'PE005',
-                      hint = 'run `pyembed-db reembed` first, or force the switch';
+                using errcode = 'PE005';
         end if;
     end if;
     update pyembed.embedding_models set status = 'registered'
