@@ -302,7 +302,7 @@ def train_behavior(conn: psycopg.Connection[Any], *,
     users = {u: (user_vector(model, mine), len(mine), int(mine.event_ids.max()))
              for u, mine in _by_user(events)}
     state = model.state()
-    version = time.strftime("%Y%m%d-%H%M%S") + f"-e{watermark}"
+    version = time.strftime("%Y%m%d-%H%M%S") + f".{time.time_ns() // 1000 % 1_000_000:06d}-e{watermark}"
     try:
         row = conn.execute(sqlfiles.read("queries/behavior_model_insert.sql"), {
             "name": name, "version": version, "dimensions": model.dimension,
