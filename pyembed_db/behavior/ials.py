@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import numpy as np
 import scipy.sparse as sp
-from threadpoolctl import threadpool_limits
+
+from .blas import one_thread
 
 
 def fit(x: sp.csr_matrix, *, factors: int, regularization: float, alpha: float,
@@ -31,7 +32,7 @@ def fit(x: sp.csr_matrix, *, factors: int, regularization: float, alpha: float,
     confidence = sp.csr_matrix(x, dtype=np.float32, copy=True)
     confidence.data = 1.0 + alpha * confidence.data
     # implicit asks for single-threaded BLAS: it parallelizes over users itself
-    with threadpool_limits(1, "blas"):
+    with one_thread():
         model = AlternatingLeastSquares(factors=factors, regularization=regularization,
                                         alpha=1.0, iterations=iterations, random_state=seed)
         model.fit(confidence, show_progress=False)
@@ -43,7 +44,8 @@ def fit(x: sp.csr_matrix, *, factors: int, regularization: float, alpha: float,
 
 def solve_user(vectors: np.ndarray, gram: np.ndarray, columns: np.ndarray,
                values: np.ndarray, alpha: float) -> np.ndarray:
-    """The least-squares user factor for transformed weights ``values`` on ``columns``.
+    """The least-squares user factor for confidences ``values`` on ``columns`` (call it
+    inside :func:`.blas.one_thread` on a shared machine).
 
     Example::
 
