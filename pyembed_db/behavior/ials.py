@@ -14,8 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 import scipy.sparse as sp
-
-from .blas import one_thread
+from threadpoolctl import threadpool_limits
 
 
 def fit(x: sp.csr_matrix, *, factors: int, regularization: float, alpha: float,
@@ -31,8 +30,9 @@ def fit(x: sp.csr_matrix, *, factors: int, regularization: float, alpha: float,
 
     confidence = sp.csr_matrix(x, dtype=np.float32, copy=True)
     confidence.data = 1.0 + alpha * confidence.data
-    # implicit asks for single-threaded BLAS: it parallelizes over users itself
-    with one_thread():
+    # implicit asks for single-threaded BLAS: it parallelizes over users itself (a fresh
+    # inspection here: implicit may load another BLAS copy than the one seen before)
+    with threadpool_limits(1, "blas"):
         model = AlternatingLeastSquares(factors=factors, regularization=regularization,
                                         alpha=1.0, iterations=iterations, random_state=seed)
         model.fit(confidence, show_progress=False)

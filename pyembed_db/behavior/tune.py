@@ -85,6 +85,7 @@ class Grid:
 
 
 RETRAIN_FREE = {"recent_half_life"}
+IALS_START: dict[str, Any] = {"factors": 64, "regularization": 10.0, "alpha": 10.0}
 # A change must beat the current best by this much (relative NDCG) to be taken: differences
 # below it are within the noise of a few hundred validation users, and the defaults (smaller
 # vectors, no fusion) are the cheaper ones.
@@ -144,7 +145,8 @@ def _ascend(search: _Search, params: BehaviorParams, grid: dict[str, list[Any]],
 
 def tune(events: Events, *, holdout: int = 10, k: int = 10, method: str = "auto",
          text_items: np.ndarray | None = None, text_vectors: np.ndarray | None = None,
-         grid: Grid | None = None, seed: int = 0) -> tuple[BehaviorParams, Fusion, dict[str, Any]]:
+         grid: Grid | None = None, start: BehaviorParams | None = None,
+         seed: int = 0) -> tuple[BehaviorParams, Fusion, dict[str, Any]]:
     """Choose model parameters, then fusion weights, by validation NDCG@k.
 
     The validation split comes from ``events`` only (:func:`validation_split`); call it with
@@ -153,7 +155,9 @@ def tune(events: Events, *, holdout: int = 10, k: int = 10, method: str = "auto"
     training parameters; then the recency again); then the fusion weights, with
     ``text_vectors`` (rows follow ``text_items``, L2-normalized) when given.
 
-    Returns ``(params, fusion, report)``; report lists every trial. Example::
+    The search starts from ``start`` (default: :class:`BehaviorParams` defaults, or the
+    iALS starting point for large catalogs). Returns ``(params, fusion, report)``; report
+    lists every trial. Example::
 
         params, fusion, report = tune(train_events, holdout=10)
         model = train_events(train_events, params)
@@ -166,10 +170,10 @@ def tune(events: Events, *, holdout: int = 10, k: int = 10, method: str = "auto"
     started = time.perf_counter()
     search = _Search(checked, fit_events, k, seed)
     n_items = len(np.unique(fit_events.item_ids))
-    params = BehaviorParams(method=method).resolved(n_items)
+    params = (start or BehaviorParams(method=method)).resolved(n_items)
     space = grid.ease_lr if params.method == "ease_lr" else grid.ials
-    if params.method == "ials":
-        params = replace(params, factors=64, regularization=10.0, alpha=10.0)
+    if params.method == "ials" and start is None:
+        params = replace(params, **IALS_START)
     training = [name for name in space if name not in RETRAIN_FREE]
     params, _ = _ascend(search, params, space, ["recent_half_life"])
     params, _ = _ascend(search, params, space, training + ["recent_half_life"])
