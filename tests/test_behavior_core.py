@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import doctest
+import importlib
 from dataclasses import replace
 
 import numpy as np
@@ -198,3 +200,11 @@ def test_bad_input_raises_clear_errors(model: BehaviorModel) -> None:
     with pytest.raises(InvalidInputError):
         build_interactions(np.array([1]), np.array([1, 2]), np.ones(1), np.zeros(1),
                            half_life_seconds=None)
+
+
+@pytest.mark.parametrize("module", ["baselines", "behavior.interactions", "behavior.events",
+                                    "behavior.train", "behavior.tune", "behavior.cold",
+                                    "behavior.ials", "behavior.ease_lr", "behavior.fusion"])
+def test_docstring_examples_run(module: str) -> None:
+    result = doctest.testmod(importlib.import_module(f"pyembed_db.{module}"))
+    assert result.failed == 0 and result.attempted > 0

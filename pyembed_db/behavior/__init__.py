@@ -30,7 +30,8 @@ excluded (low-rank EASE scores a user's own items highest).
 from __future__ import annotations
 
 from .cold import fit_text_map, map_text
-from .interactions import Events, Interactions, build_interactions, event_weights
+from .events import Events
+from .interactions import Interactions, build_interactions, event_weights
 from .train import BehaviorModel, BehaviorParams, train, train_events
 from .tune import validation_split
 

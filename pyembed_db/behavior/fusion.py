@@ -24,7 +24,8 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.sparse as sp
 
-from .interactions import Events, decay
+from .events import Events
+from .interactions import decay
 
 
 @dataclass(frozen=True)
@@ -90,7 +91,7 @@ def text_user_vectors(events: Events, users: np.ndarray, text_vectors: np.ndarra
 
         >>> ev = Events.from_arrays([7, 7], [0, 1], [1.0, 1.0], [True, True], [5, 1], [0, 0])
         >>> text_user_vectors(ev, np.array([7]), np.eye(2), half_life_seconds=None).round(3)
-        array([[ 0.894, -0.447]])
+        array([[ 0.894, -0.447]], dtype=float32)
     """
     last = np.full(len(users), -np.inf)
     rows = np.searchsorted(users, events.user_ids)

@@ -26,12 +26,8 @@ import scipy.sparse as sp
 from ..errors import InvalidInputError, ModelError
 from . import ease_lr, ials
 from .blas import one_thread
-from .interactions import (
-    CONFIDENCE,
-    FEEDBACK_RULES,
-    Events,
-    Interactions,
-)
+from .events import Events
+from .interactions import CONFIDENCE, FEEDBACK_RULES, Interactions
 
 log = logging.getLogger(__name__)
 

@@ -16,8 +16,8 @@ from typing import Any
 import numpy as np
 
 from ..errors import InvalidInputError
+from .events import Events
 from .fusion import Fusion
-from .interactions import Events
 from .train import BehaviorModel, BehaviorParams, train_events
 from .validation import Holdout
 

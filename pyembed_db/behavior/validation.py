@@ -13,8 +13,8 @@ import numpy as np
 import scipy.sparse as sp
 
 from ..baselines import ListScore, score_lists, top_k_unseen
+from .events import Events
 from .fusion import Fusion, popularity_scores, text_user_vectors
-from .interactions import Events
 from .train import BehaviorModel
 
 USER_TEXT_HALF_LIFE = 90 * 86400.0  # pyembed.half_life default, as user refresh uses
