@@ -67,7 +67,8 @@ class Grid:
         "recent_half_life": [None, 3.0, 5.0, 10.0, 20.0, 40.0],
         "feedback_confidence": [("any", "log"), ("any", "binary"), ("any", "linear"),
                                 ("net", "binary")],
-        "regularization": [125.0, 250.0, 500.0, 1000.0, 2000.0],
+        # lambda as multiples of the mean number of users per item (so it scales with data)
+        "regularization_scale": [4.0, 8.0, 16.0, 32.0, 64.0],
         "dropout": [0.0, 0.1, 0.25],
         "factors": [128, 256, 512],
     })
@@ -86,6 +87,7 @@ class Grid:
 
 RETRAIN_FREE = {"recent_half_life"}
 IALS_START: dict[str, Any] = {"factors": 64, "regularization": 10.0, "alpha": 10.0}
+EASE_START_SCALE = 16.0
 # A change must beat the current best by this much (relative NDCG) to be taken: differences
 # below it are within the noise of a few hundred validation users, and the defaults (smaller
 # vectors, no fusion) are the cheaper ones.
@@ -171,9 +173,15 @@ def tune(events: Events, *, holdout: int = 10, k: int = 10, method: str = "auto"
     search = _Search(checked, fit_events, k, seed)
     n_items = len(np.unique(fit_events.item_ids))
     params = (start or BehaviorParams(method=method)).resolved(n_items)
-    space = grid.ease_lr if params.method == "ease_lr" else grid.ials
-    if params.method == "ials" and start is None:
-        params = replace(params, **IALS_START)
+    space = dict(grid.ease_lr if params.method == "ease_lr" else grid.ials)
+    pairs = np.unique(np.stack([fit_events.user_ids, fit_events.item_ids]), axis=1).shape[1]
+    per_item = pairs / max(n_items, 1)
+    if "regularization_scale" in space:
+        space["regularization"] = [round(x * per_item, 1) for x in
+                                   space.pop("regularization_scale")]
+    if start is None:
+        params = replace(params, **(IALS_START if params.method == "ials"
+                                    else {"regularization": round(EASE_START_SCALE * per_item, 1)}))
     training = [name for name in space if name not in RETRAIN_FREE]
     params, _ = _ascend(search, params, space, ["recent_half_life"])
     params, _ = _ascend(search, params, space, training + ["recent_half_life"])
