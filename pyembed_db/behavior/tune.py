@@ -107,6 +107,8 @@ class _Search:
         self.holdout, self.events, self.k, self.seed = holdout, events, k, seed
         self.models: dict[BehaviorParams, BehaviorModel] = {}
         self.scores: dict[tuple[BehaviorParams, Fusion], float] = {}
+        self.behavior_key: BehaviorParams | None = None
+        self.behavior = np.zeros((0, 0))
         self.trials: list[dict[str, Any]] = []
 
     def model(self, params: BehaviorParams) -> BehaviorModel:
@@ -121,8 +123,11 @@ class _Search:
         if key in self.scores:
             return self.scores[key]
         started = time.perf_counter()
+        if self.behavior_key != params:  # fusion trials reuse one model's scores
+            self.behavior = self.holdout.behavior_scores(self.model(params))
+            self.behavior_key = params
         result = self.holdout.evaluate(self.model(params), fusion, k=self.k,
-                                       text_vectors=text_vectors)
+                                       text_vectors=text_vectors, behavior=self.behavior)
         self.trials.append({"params": asdict(params), "fusion": asdict(fusion or Fusion()),
                             "recall": result.recall, "ndcg": result.ndcg,
                             "seconds": round(time.perf_counter() - started, 2)})

@@ -7,7 +7,8 @@ are never recommended, users without a relevant item are not scored.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
@@ -34,6 +35,7 @@ class Holdout:
     relevant: dict[int, set[int]]
     seen: sp.csr_matrix
     popular: set[int]
+    cache: dict[Any, np.ndarray] = field(default_factory=dict, repr=False)
 
     @classmethod
     def build(cls, train: Events, heldout: Events, catalog: np.ndarray | None = None) -> Holdout:
@@ -88,7 +90,14 @@ class Holdout:
     def text_cosines(self, text_vectors: np.ndarray,
                      half_life_seconds: float | None = USER_TEXT_HALF_LIFE) -> np.ndarray:
         """(users, catalog) cosine of each user's long-term text vector with each item's
-        (``text_vectors`` rows follow ``catalog`` and are L2-normalized)."""
+        (``text_vectors`` rows follow ``catalog`` and are L2-normalized); cached."""
+        key = ("text", id(text_vectors), half_life_seconds)
+        if key not in self.cache:
+            self.cache[key] = self._text_cosines(text_vectors, half_life_seconds)
+        return self.cache[key]
+
+    def _text_cosines(self, text_vectors: np.ndarray,
+                      half_life_seconds: float | None) -> np.ndarray:
         mine = self.train.subset(np.isin(self.train.user_ids, self.users))
         mapped = Events(mine.user_ids, np.searchsorted(self.catalog, mine.item_ids),
                         mine.type_weights, mine.is_rating, mine.values, mine.occurred_at,
@@ -98,11 +107,15 @@ class Holdout:
         return np.asarray(users @ text_vectors.T, dtype=np.float64)
 
     def popularity(self, half_life_seconds: float | None) -> np.ndarray:
-        """Popularity of every catalog column from the training events."""
+        """Popularity of every catalog column from the training events; cached."""
+        key = ("popularity", half_life_seconds)
+        if key in self.cache:
+            return self.cache[key]
         mapped = Events(self.train.user_ids, np.searchsorted(self.catalog, self.train.item_ids),
                         self.train.type_weights, self.train.is_rating, self.train.values,
                         self.train.occurred_at, self.train.event_ids)
-        return popularity_scores(mapped, len(self.catalog), half_life_seconds)
+        self.cache[key] = popularity_scores(mapped, len(self.catalog), half_life_seconds)
+        return self.cache[key]
 
     def top_k(self, scores: np.ndarray, k: int) -> np.ndarray:
         """Best k unseen columns per scored user."""
@@ -117,14 +130,16 @@ class Holdout:
                            catalog_size=len(self.catalog), popular=self.popular)
 
     def evaluate(self, model: BehaviorModel, fusion: Fusion | None = None, *, k: int = 10,
-                 text_vectors: np.ndarray | None = None) -> ListScore:
-        """Score a model, fused when ``fusion`` has non-zero weights.
+                 text_vectors: np.ndarray | None = None,
+                 behavior: np.ndarray | None = None) -> ListScore:
+        """Score a model, fused when ``fusion`` has non-zero weights (``behavior``: the
+        model's :meth:`behavior_scores`, when already computed).
 
         Example::
 
             print(holdout.evaluate(model, k=10).ndcg)
         """
-        scores = self.behavior_scores(model)
+        scores = self.behavior_scores(model) if behavior is None else behavior
         if fusion is not None and (fusion.text or fusion.popularity):
             text = (self.text_cosines(text_vectors)
                     if fusion.text and text_vectors is not None else None)
