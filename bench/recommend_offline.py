@@ -96,7 +96,7 @@ def fold_in_ms(model: BehaviorModel, events: Events, users: np.ndarray) -> float
         mine = events.subset(events.user_ids == user)
         started = time.perf_counter()
         model.fold_in_events(mine.item_ids, mine.type_weights, mine.is_rating, mine.values,
-                             mine.occurred_at, mine.event_ids)
+                             occurred_at=mine.occurred_at, event_ids=mine.event_ids)
         timings.append(time.perf_counter() - started)
     return float(np.median(timings) * 1000)
 

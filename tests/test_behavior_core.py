@@ -48,9 +48,11 @@ def two_groups(users_per_group: int = 20, per_user: int = 8, seed: int = 0) -> E
     return Events.from_arrays(user, item, np.ones(len(user)), np.ones(len(user), bool), value, at)
 
 
-def new_user(items: np.ndarray, start: float = 0.0) -> tuple[np.ndarray, ...]:
+def new_user(items: np.ndarray) -> dict[str, np.ndarray]:
+    """fold_in_events arguments: 5-star ratings of ``items`` in this order (last = newest)."""
     n = len(items)
-    return (items, np.ones(n), np.ones(n, bool), np.full(n, 5.0), start + np.arange(n, dtype=float))
+    return {"item_ids": items, "type_weights": np.ones(n), "is_rating": np.ones(n, bool),
+            "values": np.full(n, 5.0), "occurred_at": np.arange(n, dtype=float)}
 
 
 def top_unseen(model: BehaviorModel, vector: np.ndarray, seen: set[int], k: int) -> list[int]:
@@ -78,11 +80,11 @@ def test_trained_vectors_recommend_each_groups_items(model: BehaviorModel, event
 
 def test_fold_in_moves_a_new_user_to_her_group_without_retraining(model: BehaviorModel) -> None:
     frozen = model.item_vectors.copy()
-    a_fan = model.fold_in_events(*new_user(GROUP_A[:3]))
+    a_fan = model.fold_in_events(**new_user(GROUP_A[:3]))
     assert set(top_unseen(model, a_fan, set(GROUP_A[:3].tolist()), 5)) <= set(GROUP_A.tolist())
     # the same user then rates group B items: her latest events pull her vector over
     items = np.concatenate([GROUP_A[:3], GROUP_B[:6]])
-    moved = model.fold_in_events(*new_user(items))
+    moved = model.fold_in_events(**new_user(items))
     assert set(top_unseen(model, moved, set(items.tolist()), 5)) <= set(GROUP_B.tolist())
     np.testing.assert_array_equal(model.item_vectors, frozen)
 
@@ -90,11 +92,11 @@ def test_fold_in_moves_a_new_user_to_her_group_without_retraining(model: Behavio
 def test_recency_weighs_the_latest_events_most(events: Events) -> None:
     model = train_events(events, replace(METHODS["ease_lr"], recent_half_life=1.0))
     items = np.concatenate([GROUP_B[:3], GROUP_A[:3]])  # B long ago, A just now
-    vector = model.fold_in_events(*new_user(items))
+    vector = model.fold_in_events(**new_user(items))
     assert set(top_unseen(model, vector, set(items.tolist()), 5)) <= set(GROUP_A.tolist())
     flat = train_events(events, replace(METHODS["ease_lr"], recent_half_life=None))
     # without recency the same history is symmetric: both groups show up
-    both = set(top_unseen(flat, flat.fold_in_events(*new_user(items)), set(items.tolist()), 12))
+    both = set(top_unseen(flat, flat.fold_in_events(**new_user(items)), set(items.tolist()), 12))
     assert both & set(GROUP_A.tolist()) and both & set(GROUP_B.tolist())
 
 
@@ -104,7 +106,7 @@ def test_state_round_trips_to_identical_fold_ins(model: BehaviorModel) -> None:
     np.testing.assert_array_equal(copy.items, model.items)
     np.testing.assert_array_equal(copy.item_vectors, model.item_vectors)
     history = new_user(np.array([100, 101, 205]))
-    np.testing.assert_array_equal(copy.fold_in_events(*history), model.fold_in_events(*history))
+    np.testing.assert_array_equal(copy.fold_in_events(**history), model.fold_in_events(**history))
 
 
 def test_text_map_places_a_cold_item_near_its_text_neighbours(model: BehaviorModel) -> None:
@@ -119,7 +121,7 @@ def test_text_map_places_a_cold_item_near_its_text_neighbours(model: BehaviorMod
     in_a = np.isin(model.items, GROUP_A)
     assert set(model.items[np.argsort(-cosine)[:5]].tolist()) <= set(GROUP_A.tolist())
     assert cosine[in_a].mean() > cosine[~in_a].mean() + 0.3
-    a_fan = model.fold_in_events(*new_user(GROUP_A[:4]))
+    a_fan = model.fold_in_events(**new_user(GROUP_A[:4]))
     assert a_fan @ cold > (model.item_vectors[~in_a] @ a_fan).max()
 
 

@@ -152,16 +152,18 @@ class BehaviorModel:
             return ials.solve_user(self.item_vectors, self.gram, cols, x, self.params.alpha)
 
     def fold_in_events(self, item_ids: np.ndarray, type_weights: np.ndarray,
-                       is_rating: np.ndarray, values: np.ndarray, occurred_at: np.ndarray,
+                       is_rating: np.ndarray, values: np.ndarray, *, occurred_at: np.ndarray,
                        event_ids: np.ndarray | None = None) -> np.ndarray:
         """:meth:`fold_in` from one user's raw events: weighs them with the model's feedback
-        rule and confidence, decays them by recency rank (``recent_half_life``). Ties in
-        ``occurred_at`` are broken by ``event_ids`` (default: array order).
+        rule and confidence, decays them by recency rank (``recent_half_life``). ``occurred_at``
+        are times (larger = newer, e.g. epoch seconds), keyword-only so that ages cannot be
+        passed by mistake; ties are broken by ``event_ids`` (default: array order).
 
         Example::
 
             u = model.fold_in_events(np.array([3, 5, 8]), np.ones(3), np.ones(3, bool),
-                                     np.array([5.0, 4.0, 2.0]), np.array([10.0, 20.0, 30.0]))
+                                     np.array([5.0, 4.0, 2.0]),
+                                     occurred_at=np.array([10.0, 20.0, 30.0]))
         """
         ids = np.asarray(item_ids, dtype=np.int64).ravel()
         events = Events.from_arrays(np.zeros(len(ids), dtype=np.int64), ids, type_weights,
