@@ -87,7 +87,6 @@ class Grid:
 
 RETRAIN_FREE = {"recent_half_life"}
 IALS_START: dict[str, Any] = {"factors": 64, "regularization": 10.0, "alpha": 10.0}
-EASE_START_SCALE = 16.0
 # A change must beat the current best by this much (relative NDCG) to be taken: differences
 # below it are within the noise of a few hundred validation users, and the defaults (smaller
 # vectors, no fusion) are the cheaper ones.
@@ -177,16 +176,16 @@ def tune(events: Events, *, holdout: int = 10, k: int = 10, method: str = "auto"
     started = time.perf_counter()
     search = _Search(checked, fit_events, k, seed)
     n_items = len(np.unique(fit_events.item_ids))
-    params = (start or BehaviorParams(method=method)).resolved(n_items)
+    params = (start or BehaviorParams(method=method))
     space = dict(grid.ease_lr if params.method == "ease_lr" else grid.ials)
     pairs = np.unique(np.stack([fit_events.user_ids, fit_events.item_ids]), axis=1).shape[1]
     per_item = pairs / max(n_items, 1)
+    params = params.resolved(n_items, pairs)
     if "regularization_scale" in space:
         space["regularization"] = [round(x * per_item, 1) for x in
                                    space.pop("regularization_scale")]
-    if start is None:
-        params = replace(params, **(IALS_START if params.method == "ials"
-                                    else {"regularization": round(EASE_START_SCALE * per_item, 1)}))
+    if start is None and params.method == "ials":
+        params = replace(params, **IALS_START)
     training = [name for name in space if name not in RETRAIN_FREE]
     params, _ = _ascend(search, params, space, ["recent_half_life"])
     params, _ = _ascend(search, params, space, training + ["recent_half_life"])
