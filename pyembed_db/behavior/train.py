@@ -72,9 +72,9 @@ class BehaviorParams:
     iterations: int = 15
     half_life_seconds: float | None = None
     feedback: str = "any"
-    confidence: str = "binary"
+    confidence: str = "log"
     dropout: float = 0.0
-    recent_half_life: float | None = 10.0
+    recent_half_life: float | None = 5.0
 
     def __post_init__(self) -> None:
         checks = [
