@@ -24,7 +24,7 @@ from pyembed_db.behavior import (
     train_events,
     validation_split,
 )
-from pyembed_db.behavior.tune import Grid, tune
+from pyembed_db.behavior.tune import MIN_GAIN, Grid, tune
 from pyembed_db.errors import InvalidInputError, ModelError
 
 GROUP_A = np.arange(100, 115)
@@ -185,7 +185,8 @@ def test_tune_picks_parameters_on_validation(events: Events) -> None:
     assert params.method == "ease_lr" and params.factors == 8
     assert params.regularization in (1.0, 5.0) and fusion.popularity in (0.0, 0.1)
     assert report["validation_users"] == 40 and len(report["trials"]) >= 4
-    assert report["best_ndcg"] == max(t["ndcg"] for t in report["trials"])
+    # the best trial, unless another was better by less than MIN_GAIN (then the simpler stays)
+    assert report["best_ndcg"] * (1 + MIN_GAIN) >= max(t["ndcg"] for t in report["trials"])
 
 
 def test_bad_input_raises_clear_errors(model: BehaviorModel) -> None:
