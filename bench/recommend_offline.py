@@ -200,6 +200,29 @@ def scale_run(events_count: int, users: int, items: int) -> list[dict[str, Any]]
     return out
 
 
+def refresh_fold_in(out: Path) -> None:
+    """Retrain the saved results' models and measure their fold-in again (nothing else)."""
+    from pyembed_db.behavior import BehaviorParams
+
+    results = json.loads(out.with_suffix(".json").read_text())
+    for ds in results["datasets"]:
+        events, catalog, _ = load_dataset(ds["dataset"])
+        train = events.subset(~holdout_mask(events.user_ids, events.occurred_at,
+                                            events.event_ids, 10))
+        model = train_events(train, BehaviorParams(**ds["params"]))
+        ds["fold_in_ms_median"] = round(fold_in_ms(model, train, np.unique(train.user_ids)), 3)
+    for run in results.get("scale", []):
+        events = synthetic_events(run["events"], run["users"], run["items"], seed=0)
+        params = BehaviorParams(method=run["method"], factors=run["factors"],
+                                **({"regularization": 10.0, "alpha": 10.0}
+                                   if run["method"] == "ials" else {}))
+        model = train_events(events, params)
+        run["fold_in_ms_median"] = round(
+            fold_in_ms(model, events, np.unique(events.user_ids)[:200]), 3)
+    out.with_suffix(".json").write_text(json.dumps(results, indent=1) + "\n")
+    out.with_suffix(".md").write_text(markdown(results))
+
+
 def markdown(results: dict[str, Any]) -> str:
     lines = ["# Offline recommendation benchmark (bench/recommend_offline.py)", ""]
     for ds in results["datasets"]:
@@ -239,8 +262,13 @@ def main() -> None:
     parser.add_argument("--datasets", default="ml-100k,ml-1m")
     parser.add_argument("--scale-events", type=int, default=1_000_000)
     parser.add_argument("--out", default=str(RESULTS / "recommend_offline"))
+    parser.add_argument("--refresh-fold-in", action="store_true",
+                        help="only re-measure fold-in times of the saved results' models")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    if args.refresh_fold_in:
+        refresh_fold_in(Path(args.out))
+        return
     import os
 
     results: dict[str, Any] = {

@@ -100,6 +100,15 @@ def test_recency_weighs_the_latest_events_most(events: Events) -> None:
     assert both & set(GROUP_A.tolist()) and both & set(GROUP_B.tolist())
 
 
+def test_one_user_fold_in_equals_the_batch_fold_in(model: BehaviorModel, events: Events) -> None:
+    users, vectors = model.fold_in_users(events)
+    for row, user in enumerate(users[::7]):
+        mine = events.subset(events.user_ids == user)
+        one = model.fold_in_events(mine.item_ids, mine.type_weights, mine.is_rating, mine.values,
+                                   occurred_at=mine.occurred_at, event_ids=mine.event_ids)
+        np.testing.assert_allclose(one, vectors[row * 7], rtol=1e-5, atol=1e-6)
+
+
 def test_state_round_trips_to_identical_fold_ins(model: BehaviorModel) -> None:
     copy = BehaviorModel.from_state(model.state())
     assert copy.params == model.params

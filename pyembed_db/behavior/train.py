@@ -27,7 +27,14 @@ from ..errors import InvalidInputError, ModelError
 from . import ease_lr, ials
 from .blas import one_thread
 from .events import Events
-from .interactions import CONFIDENCE, FEEDBACK_RULES, Interactions
+from .interactions import (
+    CONFIDENCE,
+    FEEDBACK_RULES,
+    Interactions,
+    decay,
+    event_weights,
+    transform,
+)
 
 log = logging.getLogger(__name__)
 
@@ -177,9 +184,22 @@ class BehaviorModel:
                                      occurred_at=np.array([10.0, 20.0, 30.0]))
         """
         ids = np.asarray(item_ids, dtype=np.int64).ravel()
-        events = Events.from_arrays(np.zeros(len(ids), dtype=np.int64), ids, type_weights,
-                                    is_rating, values, occurred_at, event_ids)
-        return self.fold_in_users(events)[1][0] if len(ids) else self.fold_in(ids, ids * 0.0)
+        times = np.asarray(occurred_at, dtype=np.float64).ravel()
+        order_ids = np.arange(len(ids)) if event_ids is None else np.asarray(event_ids).ravel()
+        if not len(times) == len(order_ids) == len(ids):
+            raise InvalidInputError("every event array must have the same length")
+        p = self.params
+        w = event_weights(type_weights, is_rating, values, feedback=p.feedback)
+        ranks = np.empty(len(ids))
+        ranks[np.lexsort((order_ids, times))] = np.arange(len(ids))[::-1]
+        # one user: the same pair values as Events.history, without building sparse matrices
+        items, inverse = np.unique(ids, return_inverse=True)
+        net = np.bincount(inverse, weights=w, minlength=len(items))
+        youngest = np.full(len(items), np.inf)
+        np.minimum.at(youngest, inverse, ranks)
+        keep = net > 0
+        x = transform(net[keep], p.confidence) * decay(youngest[keep], p.recent_half_life)
+        return self.fold_in(items[keep], x)
 
     def fold_in_users(self, events: Events) -> tuple[np.ndarray, np.ndarray]:
         """(user ids, (users, d) vectors) of every user in ``events`` (all their events).
