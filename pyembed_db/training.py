@@ -88,7 +88,8 @@ def _by_user(events: Events) -> Iterator[tuple[int, Events]]:
 def user_vector(model: BehaviorModel, events: Events) -> np.ndarray:
     """One user's behavior vector from their events (ages from their latest event)."""
     return model.fold_in_events(events.item_ids, events.type_weights, events.is_rating,
-                                events.values, events.occurred_at.max() - events.occurred_at)
+                                events.values, occurred_at=events.occurred_at,
+                                event_ids=events.event_ids)
 
 
 def user_vectors(model: BehaviorModel, events: Events) -> dict[int, np.ndarray]:

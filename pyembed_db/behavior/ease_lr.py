@@ -29,7 +29,8 @@ from collections.abc import Callable
 
 import numpy as np
 import scipy.sparse as sp
-from threadpoolctl import threadpool_limits
+
+from .blas import one_thread
 
 log = logging.getLogger(__name__)
 
@@ -68,10 +69,10 @@ def top_eigen(apply: Apply, n: int, rank: int, *, seed: int, oversample: int = 3
     for _ in range(power + 1):
         product = apply(basis)
         # LAPACK's threaded QR/eigh slow down badly on a busy machine; one thread is steady
-        with threadpool_limits(1, "blas"):
+        with one_thread():
             basis, _r = np.linalg.qr(product)
     small = basis.T @ apply(basis)
-    with threadpool_limits(1, "blas"):
+    with one_thread():
         mu, v = np.linalg.eigh((small + small.T) / 2)
     order = np.argsort(-mu)[:rank]
     return mu[order], basis @ v[:, order]

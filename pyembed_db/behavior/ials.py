@@ -30,7 +30,8 @@ def fit(x: sp.csr_matrix, *, factors: int, regularization: float, alpha: float,
 
     confidence = sp.csr_matrix(x, dtype=np.float32, copy=True)
     confidence.data = 1.0 + alpha * confidence.data
-    # implicit asks for single-threaded BLAS: it parallelizes over users itself
+    # implicit asks for single-threaded BLAS: it parallelizes over users itself (a fresh
+    # inspection here: implicit may load another BLAS copy than the one seen before)
     with threadpool_limits(1, "blas"):
         model = AlternatingLeastSquares(factors=factors, regularization=regularization,
                                         alpha=1.0, iterations=iterations, random_state=seed)
@@ -43,7 +44,8 @@ def fit(x: sp.csr_matrix, *, factors: int, regularization: float, alpha: float,
 
 def solve_user(vectors: np.ndarray, gram: np.ndarray, columns: np.ndarray,
                values: np.ndarray, alpha: float) -> np.ndarray:
-    """The least-squares user factor for transformed weights ``values`` on ``columns``.
+    """The least-squares user factor for confidences ``values`` on ``columns`` (call it
+    inside :func:`.blas.one_thread` on a shared machine).
 
     Example::
 

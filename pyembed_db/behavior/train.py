@@ -25,17 +25,23 @@ import scipy.sparse as sp
 
 from ..errors import InvalidInputError, ModelError
 from . import ease_lr, ials
+from .blas import one_thread
+from .events import Events
 from .interactions import (
     CONFIDENCE,
     FEEDBACK_RULES,
-    Events,
     Interactions,
+    decay,
+    event_weights,
+    transform,
 )
 
 log = logging.getLogger(__name__)
 
 METHODS = ("auto", "ease_lr", "ials")
 EASE_ITEM_LIMIT = 20_000
+EASE_LAMBDA_SCALE = 16.0  # default lambda = this x mean users per item (tuned: 16 on ML-100K/1M)
+IALS_REGULARIZATION = 10.0
 STATE_VERSION = 1
 
 
@@ -45,7 +51,9 @@ class BehaviorParams:
 
     - ``method``: ``auto`` | ``ease_lr`` | ``ials``
     - ``factors``: vector dimension (ease_lr: eigen-components kept)
-    - ``regularization``: ease_lr's lambda, or ALS's L2 weight
+    - ``regularization``: ease_lr's lambda, or ALS's L2 weight; None (default): ease_lr
+      ``EASE_LAMBDA_SCALE`` x the mean number of users per item (lambda grows with the data:
+      787 on ML-100K, 3,817 on ML-1M), ALS ``IALS_REGULARIZATION``
     - ``alpha``: ALS confidence ``1 + alpha * x`` (unused by ease_lr)
     - ``iterations``: ALS sweeps (unused by ease_lr)
     - ``half_life_seconds``: decay of the training events (None: none)
@@ -66,14 +74,14 @@ class BehaviorParams:
 
     method: str = "auto"
     factors: int = 256
-    regularization: float = 500.0
+    regularization: float | None = None
     alpha: float = 10.0
     iterations: int = 15
     half_life_seconds: float | None = None
     feedback: str = "any"
-    confidence: str = "binary"
+    confidence: str = "log"
     dropout: float = 0.0
-    recent_half_life: float | None = 10.0
+    recent_half_life: float | None = 5.0
 
     def __post_init__(self) -> None:
         checks = [
@@ -81,7 +89,8 @@ class BehaviorParams:
             (self.feedback in FEEDBACK_RULES, f"feedback must be one of {FEEDBACK_RULES}"),
             (self.confidence in CONFIDENCE, f"confidence must be one of {CONFIDENCE}"),
             (1 <= self.factors <= 16_000, "factors must be between 1 and 16000"),
-            (self.regularization >= 0, "regularization must be >= 0"),
+            (self.regularization is None or self.regularization >= 0,
+             "regularization must be >= 0 or None"),
             (self.alpha >= 0, "alpha must be >= 0"),
             (self.iterations >= 1, "iterations must be >= 1"),
             (0 <= self.dropout < 1, "dropout must be in [0, 1)"),
@@ -94,11 +103,17 @@ class BehaviorParams:
             if not ok:
                 raise InvalidInputError(message)
 
-    def resolved(self, n_items: int) -> BehaviorParams:
-        """The same parameters with ``auto`` replaced by the method for ``n_items`` items."""
-        if self.method != "auto":
-            return self
-        return replace(self, method="ease_lr" if n_items <= EASE_ITEM_LIMIT else "ials")
+    def resolved(self, n_items: int, pairs: int = 0) -> BehaviorParams:
+        """The same parameters with ``auto`` replaced by the method for ``n_items`` items and
+        a missing regularization by its default for ``pairs`` (user, item) pairs."""
+        params = self
+        if params.method == "auto":
+            params = replace(params, method="ease_lr" if n_items <= EASE_ITEM_LIMIT else "ials")
+        if params.regularization is None:
+            lam = (round(EASE_LAMBDA_SCALE * pairs / max(n_items, 1), 1)
+                   if params.method == "ease_lr" else IALS_REGULARIZATION)
+            params = replace(params, regularization=lam)
+        return params
 
 
 @dataclass
@@ -148,26 +163,43 @@ class BehaviorModel:
             return np.zeros(self.dimension, dtype=np.float32)
         if self.params.method == "ease_lr":
             assert self.encoder is not None
-            return np.asarray(x @ self.encoder[cols], dtype=np.float32)
+            with one_thread():
+                return np.asarray(x @ self.encoder[cols], dtype=np.float32)
         assert self.gram is not None
-        return ials.solve_user(self.item_vectors, self.gram, cols, x, self.params.alpha)
+        with one_thread():
+            return ials.solve_user(self.item_vectors, self.gram, cols, x, self.params.alpha)
 
     def fold_in_events(self, item_ids: np.ndarray, type_weights: np.ndarray,
-                       is_rating: np.ndarray, values: np.ndarray, occurred_at: np.ndarray,
+                       is_rating: np.ndarray, values: np.ndarray, *, occurred_at: np.ndarray,
                        event_ids: np.ndarray | None = None) -> np.ndarray:
         """:meth:`fold_in` from one user's raw events: weighs them with the model's feedback
-        rule and confidence, decays them by recency rank (``recent_half_life``). Ties in
-        ``occurred_at`` are broken by ``event_ids`` (default: array order).
+        rule and confidence, decays them by recency rank (``recent_half_life``). ``occurred_at``
+        are times (larger = newer, e.g. epoch seconds), keyword-only so that ages cannot be
+        passed by mistake; ties are broken by ``event_ids`` (default: array order).
 
         Example::
 
             u = model.fold_in_events(np.array([3, 5, 8]), np.ones(3), np.ones(3, bool),
-                                     np.array([5.0, 4.0, 2.0]), np.array([10.0, 20.0, 30.0]))
+                                     np.array([5.0, 4.0, 2.0]),
+                                     occurred_at=np.array([10.0, 20.0, 30.0]))
         """
         ids = np.asarray(item_ids, dtype=np.int64).ravel()
-        events = Events.from_arrays(np.zeros(len(ids), dtype=np.int64), ids, type_weights,
-                                    is_rating, values, occurred_at, event_ids)
-        return self.fold_in_users(events)[1][0] if len(ids) else self.fold_in(ids, ids * 0.0)
+        times = np.asarray(occurred_at, dtype=np.float64).ravel()
+        order_ids = np.arange(len(ids)) if event_ids is None else np.asarray(event_ids).ravel()
+        if not len(times) == len(order_ids) == len(ids):
+            raise InvalidInputError("every event array must have the same length")
+        p = self.params
+        w = event_weights(type_weights, is_rating, values, feedback=p.feedback)
+        ranks = np.empty(len(ids))
+        ranks[np.lexsort((order_ids, times))] = np.arange(len(ids))[::-1]
+        # one user: the same pair values as Events.history, without building sparse matrices
+        items, inverse = np.unique(ids, return_inverse=True)
+        net = np.bincount(inverse, weights=w, minlength=len(items))
+        youngest = np.full(len(items), np.inf)
+        np.minimum.at(youngest, inverse, ranks)
+        keep = net > 0
+        x = transform(net[keep], p.confidence) * decay(youngest[keep], p.recent_half_life)
+        return self.fold_in(items[keep], x)
 
     def fold_in_users(self, events: Events) -> tuple[np.ndarray, np.ndarray]:
         """(user ids, (users, d) vectors) of every user in ``events`` (all their events).
@@ -199,11 +231,12 @@ class BehaviorModel:
             return np.asarray(x @ self.encoder, dtype=np.float32)
         assert self.gram is not None
         out = np.zeros((x.shape[0], self.dimension), dtype=np.float32)
-        for row in range(x.shape[0]):
-            lo, hi = x.indptr[row], x.indptr[row + 1]
-            if hi > lo:
-                out[row] = ials.solve_user(self.item_vectors, self.gram, x.indices[lo:hi],
-                                           x.data[lo:hi], self.params.alpha)
+        with one_thread():
+            for row in range(x.shape[0]):
+                lo, hi = x.indptr[row], x.indptr[row + 1]
+                if hi > lo:
+                    out[row] = ials.solve_user(self.item_vectors, self.gram, x.indices[lo:hi],
+                                               x.data[lo:hi], self.params.alpha)
         return out
 
     def state(self) -> bytes:
@@ -254,14 +287,16 @@ def train(interactions: Interactions, params: BehaviorParams, *, seed: int = 0) 
     n_users, n_items = interactions.shape
     if n_users == 0 or n_items == 0:
         raise InvalidInputError("no positive interactions to train on")
-    params = params.resolved(n_items)
+    params = params.resolved(n_items, interactions.matrix.nnz)
     x = interactions.matrix.astype(np.float64)
     started = time.perf_counter()
     if params.method == "ease_lr":
+        assert params.regularization is not None
         vectors, encoder = ease_lr.fit(x, lam=params.regularization, dropout=params.dropout,
                                        rank=params.factors, seed=seed)
         model = BehaviorModel(params, interactions.items, vectors, encoder=encoder)
     else:
+        assert params.regularization is not None
         vectors, gram = ials.fit(x, factors=params.factors, regularization=params.regularization,
                                  alpha=params.alpha, iterations=params.iterations, seed=seed)
         model = BehaviorModel(params, interactions.items, vectors, gram=gram)

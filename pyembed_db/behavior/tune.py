@@ -2,15 +2,27 @@
 
 Nothing here looks at a test split: :func:`validation_split` holds out the last ``holdout``
 events of every user who has more (by time, ties by event id), exactly like the evaluation's
-own split, but applied to the training events only.
+own split, but applied to the training events only. :func:`tune` then picks the model
+parameters and the fusion weights (:mod:`.fusion`) that maximize NDCG@k on that split.
 """
 
 from __future__ import annotations
 
+import logging
+import time
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any
+
 import numpy as np
 
 from ..errors import InvalidInputError
-from .interactions import Events
+from .events import Events
+from .fusion import Fusion
+from .train import BehaviorModel, BehaviorParams, train_events
+from .validation import Holdout
+
+log = logging.getLogger(__name__)
+DAY = 86400.0
 
 
 def holdout_mask(user_ids: np.ndarray, occurred_at: np.ndarray, event_ids: np.ndarray,
@@ -45,3 +57,161 @@ def validation_split(events: Events, holdout: int) -> tuple[Events, Events]:
     """
     mask = holdout_mask(events.user_ids, events.occurred_at, events.event_ids, holdout)
     return events.subset(~mask), events.subset(mask)
+
+
+@dataclass(frozen=True)
+class Grid:
+    """Candidate values per parameter, tried one parameter at a time (coordinate ascent)."""
+
+    ease_lr: dict[str, list[Any]] = field(default_factory=lambda: {
+        "recent_half_life": [None, 3.0, 5.0, 10.0, 20.0, 40.0],
+        "feedback_confidence": [("any", "log"), ("any", "binary"), ("any", "linear"),
+                                ("net", "binary")],
+        # lambda as multiples of the mean number of users per item (so it scales with data)
+        "regularization_scale": [4.0, 8.0, 16.0, 32.0, 64.0],
+        "dropout": [0.0, 0.1, 0.25],
+        "factors": [128, 256, 512],
+    })
+    ials: dict[str, list[Any]] = field(default_factory=lambda: {
+        "recent_half_life": [None, 5.0, 10.0, 20.0],
+        "feedback_confidence": [("any", "log"), ("any", "binary"), ("net", "binary")],
+        "regularization": [1.0, 10.0, 30.0, 100.0],
+        "alpha": [1.0, 3.0, 10.0, 30.0],
+        "factors": [64, 128],
+    })
+    text: list[float] = field(default_factory=lambda: [0.0, 0.05, 0.1, 0.2, 0.4])
+    popularity: list[float] = field(default_factory=lambda: [0.0, 0.05, 0.1, 0.2])
+    popularity_half_life_seconds: list[float | None] = field(
+        default_factory=lambda: [None, 30 * DAY, 90 * DAY])
+
+
+RETRAIN_FREE = {"recent_half_life"}
+IALS_START: dict[str, Any] = {"factors": 64, "regularization": 10.0, "alpha": 10.0}
+# A change must beat the current best by this much (relative NDCG) to be taken: differences
+# below it are within the noise of a few hundred validation users, and the defaults (smaller
+# vectors, no fusion) are the cheaper ones.
+MIN_GAIN = 0.005
+
+
+def _with(params: BehaviorParams, name: str, value: Any) -> BehaviorParams:
+    if name == "feedback_confidence":
+        return replace(params, feedback=value[0], confidence=value[1])
+    return replace(params, **{name: value})
+
+
+class _Search:
+    """Trains each distinct parameter set once and remembers every validation score."""
+
+    def __init__(self, holdout: Holdout, events: Events, k: int, seed: int) -> None:
+        self.holdout, self.events, self.k, self.seed = holdout, events, k, seed
+        self.models: dict[BehaviorParams, BehaviorModel] = {}
+        self.scores: dict[tuple[BehaviorParams, Fusion], float] = {}
+        self.behavior_key: BehaviorParams | None = None
+        self.behavior = np.zeros((0, 0))
+        self.trials: list[dict[str, Any]] = []
+
+    def model(self, params: BehaviorParams) -> BehaviorModel:
+        key = replace(params, recent_half_life=None)
+        if key not in self.models:
+            self.models[key] = train_events(self.events, key, seed=self.seed)
+        return replace(self.models[key], params=params)
+
+    def score(self, params: BehaviorParams, fusion: Fusion | None = None,
+              text_vectors: np.ndarray | None = None) -> float:
+        key = (params, fusion or Fusion())
+        if key in self.scores:
+            return self.scores[key]
+        started = time.perf_counter()
+        if self.behavior_key != params:  # fusion trials reuse one model's scores
+            self.behavior = self.holdout.behavior_scores(self.model(params))
+            self.behavior_key = params
+        result = self.holdout.evaluate(self.model(params), fusion, k=self.k,
+                                       text_vectors=text_vectors, behavior=self.behavior)
+        self.trials.append({"params": asdict(params), "fusion": asdict(fusion or Fusion()),
+                            "recall": result.recall, "ndcg": result.ndcg,
+                            "seconds": round(time.perf_counter() - started, 2)})
+        log.info("validation ndcg %.4f recall %.4f %s", result.ndcg, result.recall, params)
+        self.scores[key] = result.ndcg
+        return result.ndcg
+
+
+def _ascend(search: _Search, params: BehaviorParams, grid: dict[str, list[Any]],
+            order: list[str]) -> tuple[BehaviorParams, float]:
+    best_score = search.score(params)
+    for name in order:
+        for value in grid.get(name, []):
+            candidate = _with(params, name, value)
+            if candidate == params:
+                continue
+            score = search.score(candidate)
+            if score > best_score * (1 + MIN_GAIN):
+                params, best_score = candidate, score
+    return params, best_score
+
+
+def tune(events: Events, *, holdout: int = 10, k: int = 10, method: str = "auto",
+         text_items: np.ndarray | None = None, text_vectors: np.ndarray | None = None,
+         grid: Grid | None = None, start: BehaviorParams | None = None,
+         seed: int = 0) -> tuple[BehaviorParams, Fusion, dict[str, Any]]:
+    """Choose model parameters, then fusion weights, by validation NDCG@k.
+
+    The validation split comes from ``events`` only (:func:`validation_split`); call it with
+    the training events of an evaluation, never with held-out test events. Model parameters
+    are searched one at a time (the fold-in recency first, as it needs no retraining; then the
+    training parameters; then the recency again); then the fusion weights, with
+    ``text_vectors`` (rows follow ``text_items``, L2-normalized) when given.
+
+    The search starts from ``start`` (default: :class:`BehaviorParams` defaults, or the
+    iALS starting point for large catalogs). Returns ``(params, fusion, report)``; report
+    lists every trial. Example::
+
+        params, fusion, report = tune(train_events, holdout=10)
+        model = train_events(train_events, params)
+    """
+    grid = grid or Grid()
+    fit_events, valid_events = validation_split(events, holdout)
+    if len(valid_events) == 0:
+        raise InvalidInputError(f"no user has more than {holdout} events to validate on")
+    checked = Holdout.build(fit_events, valid_events)
+    started = time.perf_counter()
+    search = _Search(checked, fit_events, k, seed)
+    n_items = len(np.unique(fit_events.item_ids))
+    params = (start or BehaviorParams(method=method))
+    space = dict(grid.ease_lr if params.method == "ease_lr" else grid.ials)
+    pairs = np.unique(np.stack([fit_events.user_ids, fit_events.item_ids]), axis=1).shape[1]
+    per_item = pairs / max(n_items, 1)
+    params = params.resolved(n_items, pairs)
+    if "regularization_scale" in space:
+        space["regularization"] = [round(x * per_item, 1) for x in
+                                   space.pop("regularization_scale")]
+    if start is None and params.method == "ials":
+        params = replace(params, **IALS_START)
+    training = [name for name in space if name not in RETRAIN_FREE]
+    params, _ = _ascend(search, params, space, ["recent_half_life"])
+    params, _ = _ascend(search, params, space, training + ["recent_half_life"])
+    fusion, best = Fusion(), search.score(params)
+    text = None
+    if text_items is not None and text_vectors is not None:
+        text = _catalog_rows(checked.catalog, text_items, text_vectors)
+    for hl in grid.popularity_half_life_seconds:
+        for weight in grid.popularity:
+            for text_weight in (grid.text if text is not None else [0.0]):
+                candidate = Fusion(text_weight, weight, hl)
+                if candidate == fusion or (weight == 0 and hl is not None):
+                    continue
+                score = search.score(params, candidate, text)
+                if score > best * (1 + MIN_GAIN):
+                    fusion, best = candidate, score
+    report = {"validation_users": len(checked.users), "validation_events": len(valid_events),
+              "best_ndcg": best, "seconds": round(time.perf_counter() - started, 1),
+              "trials": search.trials}
+    return params, fusion, report
+
+
+def _catalog_rows(catalog: np.ndarray, items: np.ndarray, vectors: np.ndarray) -> np.ndarray:
+    """Text vectors re-ordered on the catalog's columns (zeros where an item has none)."""
+    out = np.zeros((len(catalog), vectors.shape[1]), dtype=np.float32)
+    position = np.searchsorted(catalog, items)
+    ok = (position < len(catalog)) & (catalog[np.minimum(position, len(catalog) - 1)] == items)
+    out[position[ok]] = vectors[ok]
+    return out

@@ -1,0 +1,222 @@
+"""Behavior vectors on small synthetic data (no DB): groups, fold-in, cold items, state."""
+
+from __future__ import annotations
+
+import doctest
+import importlib
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+from threadpoolctl import threadpool_limits
+
+from pyembed_db.baselines import ease_weights
+from pyembed_db.behavior import (
+    BehaviorModel,
+    BehaviorParams,
+    Events,
+    build_interactions,
+    event_weights,
+    fit_text_map,
+    map_text,
+    train,
+    train_events,
+    validation_split,
+)
+from pyembed_db.behavior.tune import MIN_GAIN, Grid, tune
+from pyembed_db.errors import InvalidInputError, ModelError
+
+GROUP_A = np.arange(100, 115)
+GROUP_B = np.arange(200, 215)
+METHODS = {
+    "ease_lr": BehaviorParams(method="ease_lr", factors=8, regularization=5.0),
+    "ials": BehaviorParams(method="ials", factors=8, regularization=3.0, alpha=10.0,
+                           iterations=10),
+}
+
+
+def two_groups(users_per_group: int = 20, per_user: int = 8, seed: int = 0) -> Events:
+    """Users 0..19 rate only group A items, users 20..39 only group B items."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for user in range(2 * users_per_group):
+        items = GROUP_A if user < users_per_group else GROUP_B
+        for t, item in enumerate(rng.choice(items, per_user, replace=False)):
+            rows.append((user, item, float(rng.integers(4, 6)), 1000.0 * t))
+    user, item, value, at = (np.array(c) for c in zip(*rows, strict=True))
+    return Events.from_arrays(user, item, np.ones(len(user)), np.ones(len(user), bool), value, at)
+
+
+def new_user(items: np.ndarray) -> dict[str, np.ndarray]:
+    """fold_in_events arguments: 5-star ratings of ``items`` in this order (last = newest)."""
+    n = len(items)
+    return {"item_ids": items, "type_weights": np.ones(n), "is_rating": np.ones(n, bool),
+            "values": np.full(n, 5.0), "occurred_at": np.arange(n, dtype=float)}
+
+
+def top_unseen(model: BehaviorModel, vector: np.ndarray, seen: set[int], k: int) -> list[int]:
+    ranked = model.items[np.argsort(-(model.item_vectors @ vector), kind="stable")]
+    return [int(i) for i in ranked if int(i) not in seen][:k]
+
+
+@pytest.fixture(scope="module")
+def events() -> Events:
+    return two_groups()
+
+
+@pytest.fixture(scope="module", params=sorted(METHODS))
+def model(request: pytest.FixtureRequest, events: Events) -> BehaviorModel:
+    return train_events(events, METHODS[request.param])
+
+
+def test_trained_vectors_recommend_each_groups_items(model: BehaviorModel, events: Events) -> None:
+    users, vectors = model.fold_in_users(events)
+    for user, vector in zip(users, vectors, strict=True):
+        seen = set(events.item_ids[events.user_ids == user].tolist())
+        group = set((GROUP_A if user < 20 else GROUP_B).tolist())
+        assert set(top_unseen(model, vector, seen, 5)) <= group, user
+
+
+def test_fold_in_moves_a_new_user_to_her_group_without_retraining(model: BehaviorModel) -> None:
+    frozen = model.item_vectors.copy()
+    a_fan = model.fold_in_events(**new_user(GROUP_A[:3]))
+    assert set(top_unseen(model, a_fan, set(GROUP_A[:3].tolist()), 5)) <= set(GROUP_A.tolist())
+    # the same user then rates group B items: her latest events pull her vector over
+    items = np.concatenate([GROUP_A[:3], GROUP_B[:6]])
+    moved = model.fold_in_events(**new_user(items))
+    assert set(top_unseen(model, moved, set(items.tolist()), 5)) <= set(GROUP_B.tolist())
+    np.testing.assert_array_equal(model.item_vectors, frozen)
+
+
+def test_recency_weighs_the_latest_events_most(events: Events) -> None:
+    model = train_events(events, replace(METHODS["ease_lr"], recent_half_life=1.0))
+    items = np.concatenate([GROUP_B[:3], GROUP_A[:3]])  # B long ago, A just now
+    vector = model.fold_in_events(**new_user(items))
+    assert set(top_unseen(model, vector, set(items.tolist()), 5)) <= set(GROUP_A.tolist())
+    flat = train_events(events, replace(METHODS["ease_lr"], recent_half_life=None))
+    # without recency the same history is symmetric: both groups show up
+    both = set(top_unseen(flat, flat.fold_in_events(**new_user(items)), set(items.tolist()), 12))
+    assert both & set(GROUP_A.tolist()) and both & set(GROUP_B.tolist())
+
+
+def test_one_user_fold_in_equals_the_batch_fold_in(model: BehaviorModel, events: Events) -> None:
+    users, vectors = model.fold_in_users(events)
+    for row, user in enumerate(users[::7]):
+        mine = events.subset(events.user_ids == user)
+        one = model.fold_in_events(mine.item_ids, mine.type_weights, mine.is_rating, mine.values,
+                                   occurred_at=mine.occurred_at, event_ids=mine.event_ids)
+        np.testing.assert_allclose(one, vectors[row * 7], rtol=1e-5, atol=1e-6)
+
+
+def test_state_round_trips_to_identical_fold_ins(model: BehaviorModel) -> None:
+    copy = BehaviorModel.from_state(model.state())
+    assert copy.params == model.params
+    np.testing.assert_array_equal(copy.items, model.items)
+    np.testing.assert_array_equal(copy.item_vectors, model.item_vectors)
+    history = new_user(np.array([100, 101, 205]))
+    np.testing.assert_array_equal(copy.fold_in_events(**history), model.fold_in_events(**history))
+
+
+def test_text_map_places_a_cold_item_near_its_text_neighbours(model: BehaviorModel) -> None:
+    rng = np.random.default_rng(1)
+    topic = {100: np.eye(8)[0], 200: np.eye(8)[1]}
+    text = np.array([topic[100 if i < 200 else 200] + 0.05 * rng.standard_normal(8)
+                     for i in model.items])
+    text_map = fit_text_map(text, model.item_vectors, ridge=0.01)
+    cold = map_text((np.eye(8)[0] + 0.05 * rng.standard_normal(8))[None, :], text_map)[0]
+    unit = model.item_vectors / np.linalg.norm(model.item_vectors, axis=1, keepdims=True)
+    cosine = unit @ (cold / np.linalg.norm(cold))
+    in_a = np.isin(model.items, GROUP_A)
+    assert set(model.items[np.argsort(-cosine)[:5]].tolist()) <= set(GROUP_A.tolist())
+    assert cosine[in_a].mean() > cosine[~in_a].mean() + 0.3
+    a_fan = model.fold_in_events(**new_user(GROUP_A[:4]))
+    assert a_fan @ cold > (model.item_vectors[~in_a] @ a_fan).max()
+
+
+def test_full_rank_low_rank_ease_is_ease_on_unseen_items() -> None:
+    rng = np.random.default_rng(5)
+    x = (rng.random((60, 14)) < 0.3).astype(np.float32)
+    inter = build_interactions(*np.nonzero(x), np.ones(int(x.sum())), np.zeros(int(x.sum())),
+                               half_life_seconds=None)
+    dense = inter.matrix.toarray()
+    params = BehaviorParams(method="ease_lr", factors=dense.shape[1], regularization=4.0,
+                            confidence="binary", recent_half_life=None)
+    model = train(inter, params)
+    got = model.fold_in_many(inter.matrix) @ model.item_vectors.T
+    want = dense @ ease_weights(sp.csr_matrix(dense), 4.0)
+    unseen = dense == 0
+    np.testing.assert_allclose(got[unseen], want[unseen], rtol=1e-3, atol=1e-5)
+
+
+def test_ials_fold_in_is_implicits_least_squares_step(events: Events) -> None:
+    from implicit.cpu.als import user_factor
+
+    model = train_events(events, METHODS["ials"])
+    items = np.array([100, 103, 107])
+    cols = np.searchsorted(model.items, items)
+    ours = model.fold_in(items, np.array([1.0, 2.0, 0.5]))
+    confidence = sp.csr_matrix((1 + 10.0 * np.array([1.0, 2.0, 0.5]), (np.zeros(3), cols)),
+                               shape=(1, len(model.items)))
+    y = model.item_vectors.astype(np.float64)
+    with threadpool_limits(1, "blas"):
+        theirs = user_factor(y, y.T @ y, confidence, 0, 3.0, y.shape[1])
+    np.testing.assert_allclose(ours, theirs, rtol=1e-4, atol=1e-5)
+
+
+def test_interactions_sum_decay_and_drop_non_positive_pairs() -> None:
+    inter = build_interactions(np.array([1, 1, 1, 2, 2]), np.array([5, 5, 6, 5, 7]),
+                               np.array([2.0, 1.0, 1.0, 1.0, -1.0]),
+                               np.array([10.0, 0.0, 0.0, 10.0, 0.0]), half_life_seconds=10.0)
+    assert inter.users.tolist() == [1, 2] and inter.items.tolist() == [5, 6]
+    # pair (1, 5): net 3, youngest event age 0 -> 3; pair (2, 5): net 1, age 10 -> 0.5
+    assert inter.matrix.toarray().tolist() == [[3.0, 1.0], [0.5, 0.0]]
+    rule = event_weights(np.ones(3), np.array([True, True, False]), np.array([2.0, 5.0, 0.0]),
+                         feedback="any")
+    assert rule.tolist() == [1.0, 3.0, 1.0]
+
+
+def test_validation_split_holds_out_each_users_last_events() -> None:
+    ev = Events.from_arrays([1, 1, 1, 1, 2, 2], [10, 11, 12, 13, 10, 11], np.ones(6),
+                            np.ones(6, bool), np.full(6, 5.0), [4, 1, 4, 2, 0, 1],
+                            [0, 1, 2, 3, 4, 5])
+    fit, valid = validation_split(ev, 2)
+    assert sorted(valid.event_ids.tolist()) == [0, 2]  # both at t=4, ties by event id
+    assert sorted(fit.event_ids.tolist()) == [1, 3, 4, 5]  # user 2 has only 2 events
+
+
+def test_tune_picks_parameters_on_validation(events: Events) -> None:
+    grid = Grid(ease_lr={"recent_half_life": [None, 5.0], "regularization": [1.0, 5.0],
+                         "factors": [8]},
+                text=[0.0], popularity=[0.0, 0.1], popularity_half_life_seconds=[None])
+    params, fusion, report = tune(two_groups(per_user=12), holdout=3, grid=grid,
+                                  start=METHODS["ease_lr"])
+    assert params.method == "ease_lr" and params.factors == 8
+    assert params.regularization in (1.0, 5.0) and fusion.popularity in (0.0, 0.1)
+    assert report["validation_users"] == 40 and len(report["trials"]) >= 4
+    # the best trial, unless another was better by less than MIN_GAIN (then the simpler stays)
+    assert report["best_ndcg"] * (1 + MIN_GAIN) >= max(t["ndcg"] for t in report["trials"])
+
+
+def test_bad_input_raises_clear_errors(model: BehaviorModel) -> None:
+    with pytest.raises(InvalidInputError):
+        BehaviorParams(method="svd")
+    with pytest.raises(InvalidInputError):
+        BehaviorParams(recent_half_life=0.0)
+    with pytest.raises(InvalidInputError):
+        model.fold_in_many(sp.csr_matrix((1, len(model.items) + 1)))
+    with pytest.raises(InvalidInputError):
+        model.fold_in(np.array([100]), np.array([np.nan]))
+    with pytest.raises(ModelError):
+        BehaviorModel.from_state(b"not an npz")
+    with pytest.raises(InvalidInputError):
+        build_interactions(np.array([1]), np.array([1, 2]), np.ones(1), np.zeros(1),
+                           half_life_seconds=None)
+
+
+@pytest.mark.parametrize("module", ["baselines", "behavior.interactions", "behavior.events",
+                                    "behavior.train", "behavior.tune", "behavior.cold",
+                                    "behavior.ials", "behavior.ease_lr", "behavior.fusion"])
+def test_docstring_examples_run(module: str) -> None:
+    result = doctest.testmod(importlib.import_module(f"pyembed_db.{module}"))
+    assert result.failed == 0 and result.attempted > 0
