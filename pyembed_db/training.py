@@ -15,7 +15,7 @@ import hashlib
 import logging
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -24,23 +24,13 @@ from psycopg.types.json import Jsonb
 from threadpoolctl import threadpool_limits
 
 from . import sqlfiles
-from .behavior import (
-    BehaviorModel,
-    BehaviorParams,
-    Events,
-    fit_text_map,
-    map_text,
-    train_events,
-    validation_split,
-)
-from .behavior.interactions import event_weights
+from .behavior import BehaviorModel, BehaviorParams, Events, fit_text_map, map_text, train_events
+from .behavior.fusion import Fusion
+from .behavior.tune import Grid, tune
 from .errors import InvalidInputError, ModelError, translate
-from .metrics import ndcg_at_k, recall_at_k
 
 log = logging.getLogger(__name__)
 
-# Weights of popularity in the fusion tried on validation (0: behavior vectors alone).
-POPULARITY_BLENDS = (0.0, 0.05, 0.1, 0.2, 0.3)
 VALIDATION_HOLDOUT = 10
 MIN_EVENTS = 10
 K = 10
@@ -102,117 +92,49 @@ def user_vectors(model: BehaviorModel, events: Events) -> dict[int, np.ndarray]:
     return out
 
 
-def _relevant(events: Events) -> dict[int, set[int]]:
-    """Per user, the items whose net weight under pyembed's rule is positive (rating >= 4)."""
-    net: dict[tuple[int, int], float] = {}
-    weights = event_weights(events.type_weights, events.is_rating, events.values, feedback="net")
-    for u, i, w in zip(events.user_ids.tolist(), events.item_ids.tolist(), weights.tolist(),
-                       strict=True):
-        net[(u, i)] = net.get((u, i), 0.0) + w
-    out: dict[int, set[int]] = {}
-    for (u, i), w in net.items():
-        if w > 0:
-            out.setdefault(u, set()).add(i)
-    return out
+def choose(events: Events, *, holdout: int = VALIDATION_HOLDOUT,
+           text_items: np.ndarray | None = None, text_vectors: np.ndarray | None = None,
+           popularity_half_lives: Sequence[float | None] | None = None,
+           full: bool = False) -> tuple[BehaviorParams, dict[str, Any], dict[str, Any]]:
+    """Choose parameters and fusion weights on a validation split carved from ``events``.
 
-
-def popularity(events: Events, half_life_seconds: float | None) -> dict[int, float]:
-    """pyembed.popularity_scores in numpy: positive event weights, decayed from the newest."""
-    weights = np.maximum(event_weights(events.type_weights, events.is_rating, events.values,
-                                       feedback="net"), 0)
-    if half_life_seconds:
-        weights = weights * 0.5 ** ((events.occurred_at.max() - events.occurred_at)
-                                    / half_life_seconds)
-    items, inverse = np.unique(events.item_ids, return_inverse=True)
-    sums = np.bincount(inverse, weights=weights, minlength=len(items))
-    return {int(i): float(s) for i, s in zip(items, sums, strict=True) if s > 0}
-
-
-def _ndcg_recall(lists: dict[int, list[int]], relevant: dict[int, set[int]]) -> tuple[float, float]:
-    users = [u for u in relevant if relevant[u]]
-    if not users:
-        return 0.0, 0.0
-    ndcg = float(np.mean([ndcg_at_k(lists.get(u, []), relevant[u], K) for u in users]))
-    recall = float(np.mean([recall_at_k(lists.get(u, []), relevant[u], K) for u in users]))
-    return ndcg, recall
-
-
-def _top(scores: np.ndarray, items: np.ndarray, seen: set[int]) -> list[int]:
-    order = np.argsort(-scores, kind="stable")
-    out = []
-    for j in order:
-        item = int(items[j])
-        if item not in seen:
-            out.append(item)
-            if len(out) == K:
-                break
-    return out
-
-
-def choose(events: Events, candidates: Sequence[BehaviorParams], *,
-           popularity_half_life_seconds: float | None,
-           holdout: int = VALIDATION_HOLDOUT) -> tuple[BehaviorParams, dict[str, Any],
-                                                       dict[str, Any]]:
-    """Choose parameters and the fusion on a validation split carved from ``events``.
-
-    Holds out each user's last ``holdout`` events, trains every candidate on the rest and
-    scores NDCG@10 of: each candidate blended with popularity at each weight of
-    :data:`POPULARITY_BLENDS` (as ``pyembed.recommend_behavior`` ranks), and popularity alone.
-    Returns (params, fusion = {"method", "popularity"}, report).
+    Holds out each user's last ``holdout`` events and runs :func:`pyembed_db.behavior.tune.tune`
+    on the rest: the fold-in recency (no retraining), with ``full`` every training parameter
+    too (one training per trial: minutes), then the weights of text similarity (when
+    ``text_vectors`` are given) and popularity, each popularity half-life of
+    ``popularity_half_lives`` tried (default: none, 30 and 90 days). Returns
+    ``(params, fusion, report)``; ``fusion`` is what ``pyembed.recommend_behavior`` reads.
 
     Example::
 
-        params, fusion, report = choose(events, [BehaviorParams()],
-                                        popularity_half_life_seconds=None)
+        params, fusion, report = choose(events)
     """
-    fit, valid = validation_split(events, holdout)
-    relevant = _relevant(valid)
-    if len(fit) == 0 or not relevant:
-        return candidates[0], {"method": "behavior", "popularity": 0.0}, {"validated": False}
-    seen: dict[int, set[int]] = {}
-    for u, i in zip(fit.user_ids.tolist(), fit.item_ids.tolist(), strict=True):
-        seen.setdefault(u, set()).add(i)
-    pop = popularity(fit, popularity_half_life_seconds)
-    ranking = sorted(pop, key=lambda i: (-pop[i], i))
-    pop_lists = {u: [i for i in ranking if i not in seen.get(u, set())][:K] for u in relevant}
-    pop_ndcg, pop_recall = _ndcg_recall(pop_lists, relevant)
-    report: dict[str, Any] = {"validated": True, "users": len(relevant),
-                              "holdout": holdout, "popular": {"ndcg": pop_ndcg,
-                                                              "recall": pop_recall},
-                              "candidates": []}
-    best: tuple[float, float, int, float] = (pop_ndcg, pop_recall, -1, 0.0)
-    for index, params in enumerate(candidates):
-        model = train_events(fit, params)
-        vectors = user_vectors(model, fit.subset(np.isin(fit.user_ids, list(relevant))))
-        item_pop = np.array([pop.get(int(i), 0.0) for i in model.items])
-        top_pop = item_pop.max() if len(item_pop) and item_pop.max() > 0 else 1.0
-        for blend in POPULARITY_BLENDS:
-            lists = {}
-            for u, vector in vectors.items():
-                dots = model.item_vectors @ vector
-                top_dot = max(float(dots.max()), 1e-12)
-                scores = (1 - blend) * dots / top_dot + blend * item_pop / top_pop
-                lists[u] = _top(scores if blend else dots, model.items, seen.get(u, set()))
-            ndcg, recall = _ndcg_recall(lists, relevant)
-            report["candidates"].append({"params": asdict(model.params), "popularity": blend,
-                                         "ndcg": ndcg, "recall": recall})
-            if (ndcg, recall) > best[:2]:
-                best = (ndcg, recall, index, blend)
-    if best[2] < 0:
-        fusion = {"method": "popular", "popularity": 0.0}
-        params = candidates[0]
-    else:
-        fusion = {"method": "behavior", "popularity": best[3]}
-        params = candidates[best[2]]
-    report["chosen"] = {"ndcg": best[0], "recall": best[1], **fusion}
-    log.info("validation chose %s (NDCG@10 %.4f, popularity %.4f)", fusion, best[0], pop_ndcg)
-    return params, fusion, report
+    grid = Grid()
+    if not full:  # the fold-in recency only: it needs no retraining
+        grid = replace(grid, ease_lr={"recent_half_life": grid.ease_lr["recent_half_life"]},
+                       ials={"recent_half_life": grid.ials["recent_half_life"]})
+    if popularity_half_lives is not None:
+        grid = replace(grid, popularity_half_life_seconds=list(popularity_half_lives))
+    try:
+        params, fusion, report = tune(events, holdout=holdout, k=K, grid=grid,
+                                      text_items=text_items, text_vectors=text_vectors)
+    except InvalidInputError as exc:  # no user has enough events to validate on
+        log.info("no validation: %s", exc)
+        return BehaviorParams(), {"method": "behavior", **asdict(Fusion())}, {"validated": False}
+    chosen = {"method": "behavior", **asdict(fusion)}
+    report = {"validated": True, "holdout": holdout, **report,
+              "chosen": {"ndcg": report["best_ndcg"], **chosen}}
+    log.info("validation chose %s (NDCG@%d %.4f)", chosen, K, report["best_ndcg"])
+    return params, chosen, report
 
 
-def _popularity_half_life(conn: psycopg.Connection[Any]) -> float | None:
+def _popularity_half_lives(conn: psycopg.Connection[Any]) -> list[float | None] | None:
+    """The popularity half-life set by the operator (seconds, None = no decay), as the only
+    one to try; None when unset: validation chooses it."""
     row = conn.execute(sqlfiles.read("queries/behavior_settings.sql")).fetchone()
-    seconds = float(row[0]) if row and row[0] is not None else 0.0
-    return seconds or None
+    if not row or row[0] is None:
+        return None
+    return [float(row[0]) or None]
 
 
 def _text_model(conn: psycopg.Connection[Any]) -> int | None:
@@ -220,26 +142,42 @@ def _text_model(conn: psycopg.Connection[Any]) -> int | None:
     return int(row[0]) if row else None
 
 
-def _cold_vectors(conn: psycopg.Connection[Any], model: BehaviorModel, text_model: int | None,
+@dataclass(frozen=True)
+class _TextVectors:
+    """The active text model's item vectors (rows follow ``items``, sorted)."""
+
+    model_id: int | None
+    items: np.ndarray
+    vectors: np.ndarray
+
+    @classmethod
+    def read(cls, conn: psycopg.Connection[Any]) -> _TextVectors:
+        model_id = _text_model(conn)
+        rows = [] if model_id is None else conn.execute(
+            sqlfiles.read("queries/behavior_text_vectors.sql"), {"model_id": model_id},
+            binary=True).fetchall()
+        if not rows:
+            return cls(model_id, np.zeros(0, dtype=np.int64), np.zeros((0, 0), dtype=np.float32))
+        return cls(model_id, np.array([int(r[0]) for r in rows], dtype=np.int64),
+                   np.stack([np.asarray(r[1].to_numpy(), dtype=np.float32) for r in rows]))
+
+
+def _cold_vectors(conn: psycopg.Connection[Any], model: BehaviorModel, text: _TextVectors,
                   warm_counts: dict[int, int]) -> tuple[dict[int, np.ndarray], dict[int, bytes]]:
     """Behavior vectors for items with a text vector but no trained one (the text map)."""
-    if text_model is None:
-        return {}, {}
-    rows = conn.execute(sqlfiles.read("queries/behavior_text_vectors.sql"),
-                        {"model_id": text_model}, binary=True).fetchall()
-    text = {int(r[0]): np.asarray(r[1].to_numpy(), dtype=np.float32) for r in rows}
+    row_of = {int(i): n for n, i in enumerate(text.items)}
     trained = {int(i): j for j, i in enumerate(model.items)}
-    warm = [i for i in trained if i in text]
-    cold = [i for i in text if i not in trained]
+    warm = [i for i in trained if i in row_of]
+    cold = [i for i in row_of if i not in trained]
     if not cold or len(warm) < 2:
         return {}, {}
-    text_map = fit_text_map(np.stack([text[i] for i in warm]),
+    text_map = fit_text_map(text.vectors[[row_of[i] for i in warm]],
                             model.item_vectors[[trained[i] for i in warm]], ridge=1.0,
                             sample_weights=np.array([warm_counts.get(i, 1) for i in warm],
                                                     dtype=np.float64))
-    mapped = map_text(np.stack([text[i] for i in cold]), text_map)
+    mapped = map_text(text.vectors[[row_of[i] for i in cold]], text_map)
     hashes = dict(conn.execute(sqlfiles.read("queries/behavior_text_hashes.sql"),
-                               {"model_id": text_model, "items": cold}).fetchall())
+                               {"model_id": text.model_id, "items": cold}).fetchall())
     return ({i: mapped[n] for n, i in enumerate(cold)},
             {int(i): bytes(h) for i, h in hashes.items()})
 
@@ -262,23 +200,18 @@ def _copy_user_vectors(conn: psycopg.Connection[Any], model_id: int,
                             watermarks[user_id]))
 
 
-def default_candidates() -> list[BehaviorParams]:
-    """The parameter sets :func:`train_behavior` compares on validation by default."""
-    return [BehaviorParams()]
-
-
-def train_behavior(conn: psycopg.Connection[Any], *,
-                   candidates: Sequence[BehaviorParams] | None = None,
+def train_behavior(conn: psycopg.Connection[Any], *, full: bool = False,
                    holdout: int = VALIDATION_HOLDOUT, activate: bool = True,
                    name: str = "behavior", commit: bool = True) -> TrainResult:
     """Train a new behavior model from every event, store it, and (by default) activate it.
 
-    Parameters and the popularity fusion are chosen on a validation split of the events
-    (:func:`choose`); then the chosen parameters train on all events. Items with no positive
-    event but a text vector get one through a text -> behavior map learned on the trained
-    items. Commits (unless ``commit`` is false: the offline evaluation trains inside a
-    transaction it rolls back); the previous behavior model stays for switching back, older
-    ones are deleted.
+    The fold-in recency and the fusion weights (text similarity, popularity and its half-life)
+    are chosen on a validation split of the events (:func:`choose`; ``full`` also searches the
+    training parameters, minutes instead of seconds); then the model trains on all events.
+    Items with no positive event but a text vector get one through a text -> behavior map
+    learned on the trained items. Commits (unless ``commit`` is false: the offline evaluation
+    trains inside a transaction it rolls back); the previous behavior model stays for
+    switching back, older ones are deleted.
 
     Example::
 
@@ -289,21 +222,23 @@ def train_behavior(conn: psycopg.Connection[Any], *,
     events, watermark = read_events(conn)
     if len(events) < MIN_EVENTS:
         raise InvalidInputError(f"{len(events)} events: train needs at least {MIN_EVENTS}")
+    text = _TextVectors.read(conn)
     with threadpool_limits(None):
-        params, fusion, report = choose(events, list(candidates or default_candidates()),
-                                        popularity_half_life_seconds=_popularity_half_life(conn),
-                                        holdout=holdout)
+        params, fusion, report = choose(
+            events, holdout=holdout, full=full,
+            text_items=text.items if len(text.items) else None,
+            text_vectors=text.vectors if len(text.items) else None,
+            popularity_half_lives=_popularity_half_lives(conn))
         model = train_events(events, params)
     warm_counts = dict(zip(*np.unique(events.item_ids, return_counts=True), strict=True))
-    text_model = _text_model(conn)
-    cold, cold_hashes = _cold_vectors(conn, model, text_model,
+    cold, cold_hashes = _cold_vectors(conn, model, text,
                                       {int(k): int(v) for k, v in warm_counts.items()})
     item_vectors = {int(i): model.item_vectors[j] for j, i in enumerate(model.items)}
     item_vectors.update(cold)
     users = {u: (user_vector(model, mine), len(mine), int(mine.event_ids.max()))
              for u, mine in _by_user(events)}
     state = model.state()
-    version = time.strftime("%Y%m%d-%H%M%S") + f".{time.time_ns() // 1000 % 1_000_000:06d}-e{watermark}"
+    version = f"{time.strftime('%Y%m%d-%H%M%S')}.{time.time_ns() // 1000 % 10**6:06d}-e{watermark}"
     try:
         row = conn.execute(sqlfiles.read("queries/behavior_model_insert.sql"), {
             "name": name, "version": version, "dimensions": model.dimension,
@@ -311,7 +246,7 @@ def train_behavior(conn: psycopg.Connection[Any], *,
             "config": Jsonb({"method": model.params.method}),
             "method": model.params.method, "params": Jsonb(asdict(model.params)),
             "fusion": Jsonb(fusion), "validation": Jsonb(report), "state": state,
-            "text_model_id": text_model, "watermark": watermark, "events": len(events),
+            "text_model_id": text.model_id, "watermark": watermark, "events": len(events),
         }).fetchone()
         assert row is not None
         model_id = int(row[0])
@@ -325,6 +260,9 @@ def train_behavior(conn: psycopg.Connection[Any], *,
             conn.execute(sqlfiles.read("queries/behavior_queue_since.sql"),
                          {"watermark": watermark})
             conn.execute(sqlfiles.read("queries/behavior_retire.sql"))
+            if fusion["popularity"]:  # the popularity cache follows the chosen half-life
+                conn.execute(sqlfiles.read("queries/user_refresh_popularity.sql"),
+                             {"min_interval": None, "force": True})
         if commit:
             conn.commit()
     except psycopg.Error as exc:

@@ -29,7 +29,9 @@ pe search "space adventure" --explain
 
 # --- users and recommendations ------------------------------------------------------------------
 pe refresh-users
-pe recommend 1 --k 8 --history 8 --popularity 0.3   # the best method in the evaluation below
+pe train                                  # behavior vectors + fusion chosen on validation
+pe recommend 1 --k 8 --history 8          # the default: the method that won on validation
+pe recommend 1 --k 8 --method text        # the text vectors only, for comparison
 pe recommend 42 --k 8 --history 8 --diversity 0.3
-pe recommend 405 --k 5 --history 5 --filter '{"category": "Comedy"}' --popularity 0.3
+pe recommend 405 --k 5 --history 5 --filter '{"category": "Comedy"}'
 pe evaluate --holdout 10 --k 10

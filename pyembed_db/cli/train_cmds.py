@@ -12,8 +12,10 @@ from .common import add_json_flag, emit, open_connection
 HELP = """\
 Train a behavior (collaborative) model from every event in pyembed.events: item and user
 vectors stored in pgvector as a model of kind 'behavior' (inner-product HNSW index), so
-pyembed.recommend ranks by them. The parameters and the popularity fusion are chosen on a
-validation split carved from the events (each user's last --holdout events); the new model is
+pyembed.recommend ranks by them. The recency of the fold-in and the fusion weights (text
+similarity, popularity and its half-life) are chosen on a validation split carved from the
+events (each user's last --holdout events); --full also searches the training parameters
+(factors, regularization, ...: one training per trial, minutes). The new model is
 activated atomically (searches keep using the previous one until then), the previous one is kept
 to switch back to (`pyembed-db model activate NAME:VERSION`), older ones are deleted. Users with
 new events later get their behavior vector by fold-in (the worker), without retraining. The
@@ -22,6 +24,7 @@ worker also retrains by itself after enough new events (setting pyembed.retrain_
 Examples:
   pyembed-db train
   pyembed-db train --json
+  pyembed-db train --full
 """
 
 
@@ -31,6 +34,8 @@ def register(subparsers: Any) -> None:
                                   formatter_class=argparse.RawDescriptionHelpFormatter)
     train.add_argument("--holdout", type=int, default=VALIDATION_HOLDOUT,
                        help="validation events per user (default: %(default)s)")
+    train.add_argument("--full", action="store_true",
+                       help="also choose the training parameters on validation (slower)")
     train.add_argument("--no-activate", action="store_true",
                        help="store the model without switching to it")
     add_json_flag(train)
@@ -39,7 +44,8 @@ def register(subparsers: Any) -> None:
 
 def _train(args: argparse.Namespace) -> int:
     with open_connection(args) as conn:
-        result = train_behavior(conn, holdout=args.holdout, activate=not args.no_activate)
+        result = train_behavior(conn, holdout=args.holdout, full=args.full,
+                                activate=not args.no_activate)
     emit(args, asdict(result), _human)
     return 0
 

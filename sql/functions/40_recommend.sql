@@ -1,17 +1,35 @@
 -- Recommendations: popularity (live and cached), Rocchio examples, MMR, pyembed.recommend.
 -- Idempotent (create or replace). Documentation with examples: docs/users.md.
 
+-- The half-life popularity decays with: the setting pyembed.popularity_half_life when set, else
+-- the one the active behavior model chose on validation ('0' = no decay), else
+-- pyembed.half_life (default 90 days).
+create or replace function pyembed.popularity_half_life()
+returns interval
+language sql stable security invoker
+set search_path to pg_catalog, public, pg_temp
+as $$
+    select coalesce(
+        pyembed.setting('popularity_half_life', null)::interval,
+        (select make_interval(secs => coalesce(
+                    (bm.fusion->>'popularity_half_life_seconds')::double precision, 0))
+         from pyembed.behavior_models bm
+         join pyembed.embedding_models em on em.model_id = bm.model_id
+         where em.kind = 'behavior' and em.status = 'active'
+           and bm.fusion ? 'popularity_half_life_seconds'),
+        pyembed.setting('half_life', '90 days')::interval)
+$$;
+
 -- Popularity of every item with a positive score, computed live: the sum over its events of
--- the positive part of the event weight, decayed with `half_life` (setting
--- pyembed.popularity_half_life, else pyembed.half_life) from the newest event of the table.
+-- the positive part of the event weight, decayed with `half_life` (default
+-- pyembed.popularity_half_life()) from the newest event of the table.
 create or replace function pyembed.popularity_scores(half_life interval default null)
 returns table (item_id bigint, score double precision)
 language plpgsql stable security invoker
 set search_path to pg_catalog, public, pg_temp
 as $$
 declare
-    hl interval := coalesce(half_life, pyembed.setting(
-        'popularity_half_life', pyembed.setting('half_life', '90 days'))::interval);
+    hl interval := coalesce(half_life, pyembed.popularity_half_life());
     hl_s double precision := extract(epoch from hl);
     newest timestamptz;
 begin
@@ -41,8 +59,7 @@ language plpgsql volatile security invoker
 set search_path to pg_catalog, public, pg_temp
 as $$
 declare
-    hl interval := coalesce(half_life, pyembed.setting(
-        'popularity_half_life', pyembed.setting('half_life', '90 days'))::interval);
+    hl interval := coalesce(half_life, pyembed.popularity_half_life());
     newest_event bigint;
     state record;
     scored integer;
@@ -193,61 +210,60 @@ begin
 end
 $$;
 
--- Recommendations from a behavior model: the items whose behavior vectors have the largest
--- inner product with the user's (q), found by the model's HNSW index within `filters`, without
--- `excluded` items. `popularity` > 0 blends popularity in (the popular items within the filters
--- join the candidates): (1 - popularity) * dot / top dot + popularity * score / top score, the
--- weight the model chose on validation unless the caller gives one. MMR over the items' text
--- vectors (model `text_model`) when diversity > 0. Called by pyembed.recommend.
+-- Recommendations from a behavior model (pyembed.recommend with method 'behavior'): the
+-- behavior-space top of `q` (inner product; cold items are there through their text map) within
+-- the filters, without `excluded`, re-ranked by the fusion formula chosen on validation
+-- (pyembed_db.behavior.fusion):
+--   dot(q, b_j) / best dot + text_weight * cos(q_text, t_j) + popularity * pop_j / top pop
+-- (the raw dot when the best is <= 0; a missing term counts 0; pop from the popularity cache).
+-- The pool is 4k when a weight is set. Adding the text-space and popular tops as candidates
+-- changed no metric on ML-100K and tripled the p50 (docs/users.md), so they are not searched.
+-- MMR over the text vectors when diversity > 0.
 create or replace function pyembed.recommend_behavior(
-    q vector, behavior_model integer, text_model integer, k integer, filters jsonb,
-    excluded_user bigint, diversity real, excluded bigint[], popularity real)
+    q vector, q_text vector, behavior_model integer, text_model integer, k integer,
+    filters jsonb, excluded_user bigint, diversity real, excluded bigint[], text_weight real,
+    popularity real)
 returns table (item_id bigint, external_id text, title text, score double precision, source text)
 language plpgsql stable security invoker
 set search_path to pg_catalog, public, pg_temp
 as $$
 declare
-    pool integer := case when diversity > 0 or popularity > 0 then least(4 * k, 1000) else k end;
+    with_text boolean := text_weight > 0 and q_text is not null;
+    fused boolean := diversity > 0 or popularity > 0 or with_text;
+    pool integer := case when fused then least(4 * k, 1000) else k end;
     top_popularity double precision;
 begin
     if popularity > 0 then
-        select p.score into top_popularity from pyembed.popular_items(1) p;
+        select max(ip.score) into top_popularity from pyembed.item_popularity ip;
     end if;
     return query
     with hits as (
         -- inner-product distance is the negated dot product
-        select s.item_id, s.external_id, s.title, -s.distance as dot, 'behavior'::text as src
+        select s.item_id, s.external_id, s.title, -s.distance as dot
         from pyembed.search(q, least(pool + coalesce(cardinality(excluded), 0), 1000), filters,
                             excluded_user, behavior_model) s
         where s.item_id <> all (coalesce(excluded, '{}'))
         order by s.distance, s.item_id
         limit pool
     ),
-    popular as (
-        select p.item_id, p.external_id, p.title,
-               (select -(ie.embedding <#> q) from pyembed.item_embeddings ie
-                where ie.model_id = behavior_model and ie.item_id = p.item_id) as dot,
-               'popular'::text as src
-        from pyembed.popular_items(pool, filters, excluded_user) p
-        where popularity > 0 and p.item_id <> all (coalesce(excluded, '{}'))
-          and not exists (select from hits h where h.item_id = p.item_id)
-    ),
-    candidates as (
-        select * from hits union all select * from popular
-    ),
     scored as (
-        select c.item_id, c.external_id, c.title, c.src,
-               case when popularity > 0
-                    then (1 - popularity) * coalesce(c.dot / nullif(max(c.dot) over (), 0), 0)
-                         + popularity * coalesce(ip.score / nullif(top_popularity, 0), 0)
-                    else c.dot end as relevance
-        from candidates c
-        left join pyembed.item_popularity ip on popularity > 0 and ip.item_id = c.item_id
+        select h.item_id, h.external_id, h.title,
+               case when not fused then h.dot
+                    else h.dot / coalesce(nullif(greatest(max(h.dot) over (), 0), 0), 1)
+                         + case when with_text
+                                then coalesce(text_weight * (1 - (t.embedding <=> q_text)), 0)
+                                else 0 end
+                         + coalesce(popularity * ip.score / nullif(top_popularity, 0), 0)
+               end as relevance
+        from hits h
+        left join pyembed.item_embeddings t
+               on with_text and t.model_id = text_model and t.item_id = h.item_id
+        left join pyembed.item_popularity ip on popularity > 0 and ip.item_id = h.item_id
     ),
     ranked as (
         select sc.*, row_number() over (order by sc.relevance desc, sc.item_id) as pick
         from scored sc
-        where diversity = 0
+        where not diversity > 0
         union all
         select sc.*, r.pick
         from pyembed.mmr(
@@ -261,7 +277,7 @@ begin
         join scored sc on sc.item_id = r.item_id
         where diversity > 0
     )
-    select rk.item_id, rk.external_id, rk.title, rk.relevance, rk.src
+    select rk.item_id, rk.external_id, rk.title, rk.relevance, 'behavior'::text
     from ranked rk
     order by rk.pick
     limit k;
@@ -277,8 +293,9 @@ $$;
 -- 'interest'. `popularity` > 0 blends in popularity: the most popular items (within the filters,
 -- unseen) join the candidates and every candidate is ranked by
 -- (1 - popularity) * similarity + popularity * score / top score.
--- `popularity` null (the default): the weight the behavior model chose on validation for
--- 'behavior', 0 for 'text'.
+-- With method 'behavior', `popularity` is the popularity weight of the fusion formula of
+-- pyembed.recommend_behavior. `popularity` null (the default): the weight the behavior model
+-- chose on validation for 'behavior', 0 for 'text'.
 -- `method`: 'behavior' (the active behavior model: pyembed.recommend_behavior), 'text' (the
 -- text vectors, as above) or 'popular'; null = the method the active behavior model chose on
 -- validation when it was trained (behavior_models.fusion->>'method'), else 'text'. A user
@@ -309,6 +326,7 @@ declare
     fusion jsonb;
     chosen text;
     q_behavior vector;
+    q_text vector;
 begin
     if not exists (select from pyembed.users u where u.user_id = uid) then
         raise exception 'unknown user_id %', uid using errcode = 'PE003';
@@ -354,8 +372,11 @@ begin
         select ue.embedding into q_behavior from pyembed.user_embeddings ue
         where ue.model_id = behavior_id and ue.user_id = uid and ue.kind = 'long_term';
         if q_behavior is not null then
+            select ue.embedding into q_text from pyembed.user_embeddings ue
+            where ue.model_id = m and ue.user_id = uid and ue.kind = 'long_term';
             return query select * from pyembed.recommend_behavior(
-                q_behavior, behavior_id, m, k, filters, excluded_user, diversity, examples,
+                q_behavior, q_text, behavior_id, m, k, filters, excluded_user, diversity,
+                examples, coalesce((fusion->>'text')::real, 0),
                 coalesce(popularity, (fusion->>'popularity')::real, 0));
             return;
         end if;

@@ -1,3 +1,2 @@
--- Half-lives (seconds; 0 = none) of popularity, as pyembed.popularity_scores reads them.
-select extract(epoch from pyembed.setting('popularity_half_life',
-                                          pyembed.setting('half_life', '90 days'))::interval)
+-- The popularity half-life (seconds; 0 = none) when the operator set one, else null.
+select extract(epoch from pyembed.setting('popularity_half_life', null)::interval)
