@@ -1,4 +1,5 @@
--- The first staged event whose user, item or event type does not exist.
+-- The first staged event whose user, item or event type does not exist (hash joins on fresh
+-- statistics: see load_stale_targets.sql).
 select s.row_no,
        case when u.user_id is null then 'unknown user ' || quote_literal(s.user_ext)
             when i.item_id is null then 'unknown item ' || quote_literal(s.item_ext)
