@@ -9,6 +9,8 @@ Public API (everything else is internal)::
 
 from __future__ import annotations
 
+from importlib.metadata import version as _version
+
 from . import migrate
 from .config import Settings, load_settings
 from .db import connect, create_sa_engine
@@ -25,6 +27,7 @@ from .errors import (
     ConfigurationError,
     InvalidInputError,
     LoadError,
+    MigrationError,
     ModelError,
     NotFoundError,
     PyembedError,
@@ -46,7 +49,10 @@ from .search import (
 from .server import database_url
 from .users import refresh_user, refresh_users
 
+__version__ = _version("pyembed-db")
+
 __all__ = [
+    "MigrationError",
     "ConfigurationError",
     "ConnectionLost",
     "Encoder",

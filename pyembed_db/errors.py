@@ -45,6 +45,10 @@ class NotFoundError(PyembedError, LookupError):
     """An id (user, item, model) does not exist."""
 
 
+class MigrationError(PyembedError):
+    """A migration was refused (it would drop data without ``force``) or cannot run."""
+
+
 class ModelError(PyembedError):
     """An embedding model is missing, inconsistent with its checksum, or not active."""
 

@@ -10,6 +10,8 @@ revision = "0001"
 down_revision = None
 branch_labels = None
 depends_on = None
+# Its downgrade drops schema pyembed with every row: `migrate --down` refuses without --force.
+destroys_data = True
 
 
 def upgrade() -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from .. import sqlfiles
+from .. import migrate, sqlfiles
 from ..datasets.movielens import load_movielens
 from ..load import FORMATS, KINDS, load_file
 from .common import add_json_flag, emit, open_connection, table
@@ -82,10 +82,14 @@ def _status(args: argparse.Namespace) -> int:
         cur = conn.execute(sqlfiles.read("queries/status_models.sql"))
         names = [d.name for d in cur.description or []]
         models = [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
-    emit(args, {"counts": counts, "models": models}, _human_status)
+        functions = migrate.functions_state(conn)
+    emit(args, {"counts": counts, "models": models, "functions": functions.state},
+         _human_status)
     return 0
 
 
 def _human_status(data: dict[str, Any]) -> str:
     counts = [{"what": k, "rows": v} for k, v in data["counts"].items()]
-    return table(counts) + "\n\nmodels:\n" + table(data["models"])
+    advice = "" if data["functions"] == "current" else " (run `pyembed-db migrate`)"
+    return (table(counts) + "\n\nmodels:\n" + table(data["models"])
+            + f"\n\nSQL functions: {data['functions']}{advice}")

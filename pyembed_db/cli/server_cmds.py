@@ -32,15 +32,19 @@ def register(subparsers: Any) -> None:
     mig = subparsers.add_parser(
         "migrate",
         help="create or upgrade the pyembed schema (Alembic)",
-        description="Migrate the database to the newest schema; a no-op when already there. "
-        "With --down, go back one revision (or to --to REV; 'base' removes the schema)."
-        "\n\nExample:\n  pyembed-db migrate\n  pyembed-db migrate --down --to base",
+        description="Migrate the database to the newest schema and re-apply the SQL functions "
+        "(safe to run again: revisions already applied are skipped). With --down, go back one "
+        "revision (or to --to REV); a downgrade that drops data ('base' drops schema pyembed and "
+        "every row) refuses without --force."
+        "\n\nExample:\n  pyembed-db migrate\n  pyembed-db migrate --down --to base --force",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     mig.add_argument("--down", action="store_true", help="downgrade instead of upgrade")
     mig.add_argument(
         "--to", metavar="REV", help="target revision (default: head, or -1 with --down)"
     )
+    mig.add_argument("--force", action="store_true",
+                     help="with --down: allow a downgrade that drops data")
     add_json_flag(mig)
     mig.set_defaults(handler=_migrate)
 
@@ -82,7 +86,7 @@ def _status(args: argparse.Namespace) -> int:
 def _migrate(args: argparse.Namespace) -> int:
     before = migrate.current_revision(args.database_url)
     if args.down:
-        after = migrate.downgrade(args.database_url, args.to or "-1")
+        after = migrate.downgrade(args.database_url, args.to or "-1", force=args.force)
     else:
         after = migrate.upgrade(args.database_url, args.to or "head")
     data = {"from": before, "to": after, "changed": before != after}

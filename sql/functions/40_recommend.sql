@@ -359,16 +359,3 @@ begin
     limit k;
 end
 $$;
-
--- recommend() and popular_items() are granted to pyembed_reader (sql/functions/90_roles.sql);
--- as security-invoker functions they need the read-only helpers they call granted too.
-grant execute on function pyembed.setting(text, text),
-                          pyembed.rule_weight(real, text, real),
-                          pyembed.decay(double precision, double precision),
-                          pyembed.popularity_scores(interval),
-                          pyembed.scale(vector, double precision),
-                          pyembed.rocchio(vector, vector, vector, double precision,
-                                          double precision, double precision),
-                          pyembed.items_mean(bigint[], integer),
-                          pyembed.mmr(bigint[], double precision[], vector[], integer, real)
-    to pyembed_reader;

@@ -5,7 +5,7 @@
 create extension if not exists vector;
 create schema if not exists pyembed;
 
--- Least-privilege group roles (grants: sql/functions/90_roles.sql). Roles are cluster-wide, so
+-- Least-privilege group roles (grants: sql/functions/90_grants.sql). Roles are cluster-wide, so
 -- they are created once and shared by every database of the cluster.
 do $$
 declare

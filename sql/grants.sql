@@ -2,20 +2,9 @@
 --   pyembed_reader  search and recommend: SELECT on the tables, EXECUTE on read-only functions
 --   pyembed_writer  reader + load users, items, events (the triggers queue work as this role)
 --   pyembed_worker  writer + embed items, refresh users, drain the queues
--- Roles are cluster-wide, so they are created once and reused by every database; the grants are
--- per database and re-applied with the functions (this file runs last).
-
-do $$
-declare
-    role_name text;
-begin
-    foreach role_name in array array['pyembed_reader', 'pyembed_writer', 'pyembed_worker'] loop
-        if not exists (select from pg_roles where rolname = role_name) then
-            execute format('create role %I nologin', role_name);
-        end if;
-    end loop;
-end
-$$;
+-- The roles are cluster-wide and created by the first revision (sql/schema/0001_base.up.sql);
+-- every grant of the schema is here, per database, re-applied after every upgrade, after the
+-- function files (migrations/helpers.py: apply_functions).
 
 grant pyembed_reader to pyembed_writer;
 grant pyembed_writer to pyembed_worker;
@@ -39,7 +28,10 @@ declare
         -- helpers of the search functions (sql/functions/20_search.sql)
         'jsonb_text_array', 'jsonb_bigint_array', 'filter_check_array', 'filter_range',
         'filter_condition', 'search_setting', 'search_sql', 'search_execute', 'search_run_hnsw',
-        'user_item_ids', 'model_index_name', 'search_function_name'
+        'user_item_ids', 'model_index_name', 'search_function_name',
+        -- helpers of recommend and popular_items (sql/functions/40_recommend.sql)
+        'setting', 'rule_weight', 'decay', 'popularity_scores', 'scale', 'rocchio',
+        'items_mean', 'mmr'
     ];
 begin
     for fn in

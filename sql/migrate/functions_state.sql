@@ -1,0 +1,1 @@
+select functions_sha256, package_version, applied_at from pyembed.installation
