@@ -1,5 +1,5 @@
--- The first staged event whose user, item or event type does not exist (hash joins on fresh
--- statistics: see load_stale_targets.sql).
+-- The first staged event whose user, item or event type does not exist (run when the merge
+-- inserted fewer events than were staged).
 select s.row_no,
        case when u.user_id is null then 'unknown user ' || quote_literal(s.user_ext)
             when i.item_id is null then 'unknown item ' || quote_literal(s.item_ext)

@@ -1,0 +1,21 @@
+"""Events' references to users, items and event types checked per statement, not per row.
+
+Revision ID: 0004_load
+Revises: 0003
+"""
+
+from pyembed_db.migrations.helpers import run_sql_file
+
+revision = "0004_load"
+down_revision = "0003"
+branch_labels = None
+depends_on = None
+destroys_data = False
+
+
+def upgrade() -> None:
+    run_sql_file("schema/0004_load.up.sql")
+
+
+def downgrade() -> None:
+    run_sql_file("schema/0004_load.down.sql")
