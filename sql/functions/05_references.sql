@@ -24,43 +24,53 @@ language plpgsql volatile security definer
 set search_path to pg_catalog, pg_temp
 as $$
 declare
-    missing record;
+    user_ids bigint[] := array(select distinct n.user_id from new_events n);
+    item_ids bigint[] := array(select distinct n.item_id from new_events n);
+    types text[] := array(select distinct n.event_type from new_events n);
+    locked bigint;
+    missing text;
 begin
-    -- Lock first, then look: in READ COMMITTED the lookups' snapshot is taken after the locks,
-    -- so a delete that committed while we waited for its row is seen as a missing key.
-    perform from pyembed.users u
-    where u.user_id in (select n.user_id from new_events n) for key share of u;
-    perform from pyembed.items i
-    where i.item_id in (select n.item_id from new_events n) for key share of i;
-    perform from pyembed.event_types t
-    where t.event_type in (select n.event_type from new_events n) for key share of t;
-
-    select 'user_id' as col, n.user_id::text as key, 'users' as target into missing
-    from new_events n
-    where not exists (select from pyembed.users u where u.user_id = n.user_id)
-    limit 1;
-    if not found then
-        select 'item_id' as col, n.item_id::text as key, 'items' as target into missing
-        from new_events n
-        where not exists (select from pyembed.items i where i.item_id = n.item_id)
-        limit 1;
+    -- Each referenced row is locked (a concurrent delete then waits for this transaction),
+    -- and a key is missing when fewer rows were locked than keys named. In READ COMMITTED the
+    -- lookup of the missing key runs on a new snapshot, after a delete we waited for committed.
+    select count(*) into locked from (select from pyembed.users u
+                                      where u.user_id = any (user_ids) for key share of u) l;
+    if locked < cardinality(user_ids) then
+        select x::text into missing from unnest(user_ids) x
+        where not exists (select from pyembed.users u where u.user_id = x) limit 1;
+        perform pyembed.references_missing('user_id', missing, 'users');
     end if;
-    if not found then
-        select 'event_type' as col, n.event_type as key, 'event_types' as target into missing
-        from new_events n
-        where not exists (select from pyembed.event_types t where t.event_type = n.event_type)
-        limit 1;
+    select count(*) into locked from (select from pyembed.items i
+                                      where i.item_id = any (item_ids) for key share of i) l;
+    if locked < cardinality(item_ids) then
+        select x::text into missing from unnest(item_ids) x
+        where not exists (select from pyembed.items i where i.item_id = x) limit 1;
+        perform pyembed.references_missing('item_id', missing, 'items');
     end if;
-    if found then
-        raise exception using
-            message = format('insert or update on table "events" violates foreign key '
-                             'constraint "events_%s_fkey"', missing.col),
-            errcode = 'foreign_key_violation', schema = 'pyembed', table = 'events',
-            constraint = format('events_%s_fkey', missing.col),
-            detail = format('Key (%s)=(%s) is not present in table "%s".',
-                            missing.col, missing.key, missing.target);
+    select count(*) into locked from (select from pyembed.event_types t
+                                      where t.event_type = any (types) for key share of t) l;
+    if locked < cardinality(types) then
+        select x into missing from unnest(types) x
+        where not exists (select from pyembed.event_types t where t.event_type = x) limit 1;
+        perform pyembed.references_missing('event_type', missing, 'event_types');
     end if;
     return null;
+end
+$$;
+
+-- The foreign key's error: SQLSTATE 23503, its message, detail and constraint name.
+create or replace function pyembed.references_missing(col text, key text, target text)
+returns void
+language plpgsql volatile security invoker
+set search_path to pg_catalog, pg_temp
+as $$
+begin
+    raise exception using
+        message = format('insert or update on table "events" violates foreign key constraint '
+                         '"events_%s_fkey"', col),
+        errcode = 'foreign_key_violation', schema = 'pyembed', table = 'events',
+        constraint = format('events_%s_fkey', col),
+        detail = format('Key (%s)=(%s) is not present in table "%s".', col, key, target);
 end
 $$;
 

@@ -6,9 +6,9 @@ select s.row_no,
             else 'unknown event type ' || quote_literal(s.event_type) end as problem
 from stage_events s
 left join pyembed.users u on u.external_id = s.user_ext
-    and u.tenant_id is not distinct from nullif(current_setting('pyembed.tenant_id', true), '')
+    and coalesce(u.tenant_id, '') = coalesce(current_setting('pyembed.tenant_id', true), '')
 left join pyembed.items i on i.external_id = s.item_ext
-    and i.tenant_id is not distinct from nullif(current_setting('pyembed.tenant_id', true), '')
+    and coalesce(i.tenant_id, '') = coalesce(current_setting('pyembed.tenant_id', true), '')
 left join pyembed.event_types t on t.event_type = s.event_type
 where u.user_id is null or i.item_id is null or t.event_type is null
 order by s.row_no
