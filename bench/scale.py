@@ -46,6 +46,7 @@ import inspect
 import json
 import math
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -160,14 +161,24 @@ def _write_events(path: Path, n_events: int, n_items: int, n_users: int,
 
 # ---------------------------------------------------------------------------- measurement
 
-class PeakMemory:
-    """Peak resident memory of the client processes and of the server backends, in MB."""
+APP = "pyembed-scale"  # application_name of every connection the bench measures
 
-    def __init__(self, postmaster: int, clients: Callable[[], list[int]]):
-        self.postmaster = psutil.Process(postmaster)
+
+class PeakMemory:
+    """Peak resident memory of the client processes and of the measured backends (MB), and
+    the CPU seconds those backends used (the machine is shared: CPU time is the steadier
+    measure). Measured backends: the connections named ``APP`` and their parallel workers, so
+    autovacuum and other databases' sessions on the server are not counted."""
+
+    def __init__(self, admin_url: str, clients: Callable[[], list[int]]):
+        self.admin = psycopg.connect(admin_url, autocommit=True)
         self.clients = clients
         self.client_mb = 0.0
         self.server_mb = 0.0
+        self._cpu_start: dict[int, float] = {}
+        self._cpu_last: dict[int, float] = {}
+        for pid in self._backends():  # sessions open before the step count from now
+            self._cpu_start[pid] = self._cpu_last[pid] = _cpu(pid) or 0.0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -178,6 +189,14 @@ class PeakMemory:
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
         self._thread.join()
+        self.admin.close()
+
+    def _backends(self) -> list[int]:
+        rows = self.admin.execute(
+            "select pid from pg_stat_activity where application_name = %(app)s or leader_pid "
+            "in (select pid from pg_stat_activity where application_name = %(app)s)",
+            {"app": APP}).fetchall()
+        return [int(r[0]) for r in rows]
 
     def _run(self) -> None:
         while True:
@@ -187,9 +206,28 @@ class PeakMemory:
 
     def sample(self) -> None:
         client = sum(_rss(pid, private=False) for pid in self.clients())
-        server = sum(_rss(p.pid, private=True) for p in self.postmaster.children())
+        backends = self._backends()
+        server = sum(_rss(pid, private=True) for pid in backends)
         self.client_mb = max(self.client_mb, client / 2**20)
         self.server_mb = max(self.server_mb, server / 2**20)
+        for pid in backends:
+            cpu = _cpu(pid)
+            if cpu is not None:
+                self._cpu_start.setdefault(pid, 0.0)  # a new backend: all of its CPU
+                self._cpu_last[pid] = cpu
+
+    @property
+    def server_cpu(self) -> float:
+        """CPU seconds of the backends while sampled (a backend that exits loses < 0.2 s)."""
+        return sum(self._cpu_last[pid] - self._cpu_start[pid] for pid in self._cpu_last)
+
+
+def _cpu(pid: int) -> float | None:
+    try:
+        times = psutil.Process(pid).cpu_times()
+    except psutil.Error:
+        return None
+    return float(times.user + times.system)
 
 
 def _rss(pid: int, *, private: bool) -> int:
@@ -200,32 +238,41 @@ def _rss(pid: int, *, private: bool) -> int:
     return int(info.rss - info.shared) if private else int(info.rss)
 
 
-def postmaster_pid(pgdata: Path) -> int:
-    return int((pgdata / "postmaster.pid").read_text().split()[0])
+def named(url: str) -> str:
+    """``url`` with the bench's application_name (its backends are the measured ones)."""
+    return f"{url}{'&' if '?' in url else '?'}application_name={APP}"
 
 
-def run_cli(args: list[str], pgdata: Path) -> dict[str, float]:
-    """Run ``pyembed-db args`` in a subprocess; seconds and peak memory."""
+def run_cli(args: list[str], admin_url: str) -> dict[str, float]:
+    """Run ``pyembed-db args`` in a subprocess; seconds, CPU and peak memory."""
     command = [sys.executable, "-m", "pyembed_db.cli.main", *args]
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
-    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    with PeakMemory(postmaster_pid(pgdata), lambda: [proc.pid]) as peak:
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "PGAPPNAME": APP})
+    with PeakMemory(admin_url, lambda: [proc.pid]) as peak:
         out, err = proc.communicate()
     seconds = time.perf_counter() - start
     if proc.returncode != 0:
         raise RuntimeError(f"{' '.join(args)} failed ({proc.returncode}): {err.strip()}")
-    return {"seconds": seconds, "client_mb": peak.client_mb, "server_mb": peak.server_mb}
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    client_cpu = (after.ru_utime + after.ru_stime) - (children.ru_utime + children.ru_stime)
+    return {"seconds": seconds, "client_mb": peak.client_mb, "server_mb": peak.server_mb,
+            "client_cpu": client_cpu, "server_cpu": peak.server_cpu}
 
 
 @contextlib.contextmanager
-def measured(pgdata: Path) -> Iterator[dict[str, float]]:
-    """Time and peak memory of a block run in this process."""
+def measured(admin_url: str) -> Iterator[dict[str, float]]:
+    """Time, CPU and peak memory of a block run in this process (on ``named`` connections)."""
     result: dict[str, float] = {}
+    me = psutil.Process()
+    cpu = sum(me.cpu_times()[:2])
     start = time.perf_counter()
-    with PeakMemory(postmaster_pid(pgdata), lambda: [os.getpid()]) as peak:
+    with PeakMemory(admin_url, lambda: [os.getpid()]) as peak:
         yield result
     result.update(seconds=time.perf_counter() - start, client_mb=peak.client_mb,
-                  server_mb=peak.server_mb)
+                  server_mb=peak.server_mb, client_cpu=sum(me.cpu_times()[:2]) - cpu,
+                  server_cpu=peak.server_cpu)
 
 
 def call(fn: Callable[..., Any], *args: Any, **optional: Any) -> Any:
@@ -236,21 +283,26 @@ def call(fn: Callable[..., Any], *args: Any, **optional: Any) -> Any:
 
 # ---------------------------------------------------------------------------------- steps
 
-def step_embed(url: str, pgdata: Path, n_items: int, seed: int) -> dict[str, Any]:
+def step_embed(url: str, admin: str, n_items: int, seed: int) -> dict[str, Any]:
     """Embed a fixed 10k-item sample for real, extrapolate; synthetic vectors for the rest."""
     import pyembed_db as pe
     from pyembed_db.embed.sync import drain
 
-    with pe.connect(url) as conn:
+    with pe.connect(named(url)) as conn:
         model = pe.register_default_model(conn)
         sample = min(EMBED_SAMPLE, n_items)
         conn.execute("delete from pyembed.item_queue where item_id not in "
                      "(select item_id from pyembed.items order by item_id limit %s)", (sample,))
         conn.commit()
-        with measured(pgdata) as result:
+        with measured(admin) as result:
             done = drain(conn)
         result.update(sample=done, sample_seconds=result["seconds"],
                       seconds=result["seconds"] * n_items / max(done, 1))
+        # Bulk vectors go in without the HNSW index (built, and timed, by the next step).
+        drop = conn.execute("select 'drop index if exists pyembed.' || "
+                            "quote_ident(pyembed.model_index_name(%s, 'vector'))",
+                            (model.model_id,)).fetchone()[0]
+        conn.execute(drop)
         _synthetic_vectors(conn, model.model_id, seed)
     return result
 
@@ -283,42 +335,42 @@ def _synthetic_vectors(conn: psycopg.Connection[Any], model_id: int, seed: int) 
     conn.autocommit = False
 
 
-def step_index(url: str, pgdata: Path) -> dict[str, Any]:
+def step_index(url: str, admin: str) -> dict[str, Any]:
     import pyembed_db as pe
 
-    with pe.connect(url, autocommit=True) as conn:
+    with pe.connect(named(url), autocommit=True) as conn:
         model_id = conn.execute("select pyembed.active_model_id()").fetchone()[0]
         conn.execute("set maintenance_work_mem = '2GB'")
-        with measured(pgdata) as result:
+        with measured(admin) as result:
             conn.execute("select pyembed.ensure_model_index(%s)", (model_id,))
     return result
 
 
-def step_refresh(url: str, pgdata: Path) -> dict[str, Any]:
+def step_refresh(url: str, admin: str) -> dict[str, Any]:
     import pyembed_db as pe
 
-    with pe.connect(url) as conn, measured(pgdata) as result:
+    with pe.connect(named(url)) as conn, measured(admin) as result:
         result["users"] = call(pe.refresh_users, conn, progress=False)
         conn.commit()
     return result
 
 
-def step_evaluate(url: str, pgdata: Path) -> dict[str, Any]:
+def step_evaluate(url: str, admin: str) -> dict[str, Any]:
     import pyembed_db as pe
 
-    with pe.connect(url) as conn, measured(pgdata) as result:
+    with pe.connect(named(url)) as conn, measured(admin) as result:
         report = call(pe.evaluate, conn, holdout=10, k=10, progress=False)
     result["recall"] = {f"{r['method']}{'' if r['exclude_seen'] else ' (seen)'}": r["recall"]
                         for r in report.get("results", [])}
     return result
 
 
-def step_latency(url: str, pgdata: Path, what: str, seed: int) -> dict[str, Any]:
+def step_latency(url: str, admin: str, what: str, seed: int) -> dict[str, Any]:
     """p50 / p95 of 30 searches (vector queries) or recommendations, after 5 warm-up calls."""
     import pyembed_db as pe
 
     rng = np.random.default_rng(seed)
-    with pe.connect(url) as conn:
+    with pe.connect(named(url)) as conn:
         if what == "search":
             rows = conn.execute("select embedding from pyembed.item_embeddings "
                                 "order by random() limit 35").fetchall()
@@ -331,7 +383,7 @@ def step_latency(url: str, pgdata: Path, what: str, seed: int) -> dict[str, Any]
             args = [r[0] for r in rows]
             run = lambda u: pe.recommend(conn, u, k=10)  # noqa: E731
         times = []
-        with measured(pgdata) as result:
+        with measured(admin) as result:
             for n, arg in enumerate(args):
                 start = time.perf_counter()
                 run(arg)
@@ -342,6 +394,84 @@ def step_latency(url: str, pgdata: Path, what: str, seed: int) -> dict[str, Any]
                       p95_ms=float(np.percentile(times, 95)), seconds=statistics.median(times)
                       / 1000)
     return result
+
+
+# --------------------------------------------------------------------------- merge plans
+
+# The merge before issue 12 (sql/queries/load_merge_events.sql on main), for its plan.
+OLD_MERGE = """
+insert into pyembed.events (user_id, item_id, event_type, value, occurred_at)
+select u.user_id, i.item_id, s.event_type, s.value, coalesce(s.occurred_at, now())
+from stage_events s
+join pyembed.users u on u.external_id = s.user_ext
+    and u.tenant_id is not distinct from nullif(current_setting('pyembed.tenant_id', true), '')
+join pyembed.items i on i.external_id = s.item_ext
+    and i.tenant_id is not distinct from nullif(current_setting('pyembed.tenant_id', true), '')
+order by s.row_no"""
+FOREIGN_KEYS = """
+alter table pyembed.events
+    add constraint events_user_id_fkey foreign key (user_id) references pyembed.users
+        on delete cascade not valid,
+    add constraint events_item_id_fkey foreign key (item_id) references pyembed.items
+        on delete cascade not valid,
+    add constraint events_event_type_fkey foreign key (event_type)
+        references pyembed.event_types not valid"""
+
+
+def explain_merges(url: str, events: Path, out: Path) -> None:
+    """EXPLAIN the old and new merge of ``events`` staged by the loader (all rolled back)."""
+    from pyembed_db import sqlfiles
+    from pyembed_db.load import SPECS, _Converter
+    from pyembed_db.load_formats import read_batches
+
+    new_merge = sqlfiles.read("queries/load_merge_events.sql")
+    sections = []
+    with psycopg.connect(url) as conn:
+        backend = psutil.Process(conn.info.backend_pid)
+
+        def explain(title: str, sql: str, analyze: bool = True) -> None:
+            cpu = _cpu(backend.pid) or 0.0
+            start = time.perf_counter()
+            options = "analyze, buffers, costs off" if analyze else "costs on"
+            plan = [r[0] for r in conn.execute(f"explain ({options}) {sql}")]
+            took = (f"  ({time.perf_counter() - start:.1f} s wall, "
+                    f"{(_cpu(backend.pid) or 0.0) - cpu:.1f} s backend cpu)" if analyze else "")
+            sections.append(f"== {title}{took}\n" + "\n".join(plan))
+            print(sections[-1].split("\n")[0], flush=True)
+
+        def stage(rows: int | None) -> None:
+            conn.execute(sqlfiles.read("queries/load_settings.sql"))
+            conn.execute(sqlfiles.read("queries/load_stage.sql"))
+            converter = _Converter("events", str(events))
+            columns, batches = read_batches(events)
+            copy_sql = ("copy stage_events (row_no, user_ext, item_ext, event_type, value, "
+                        "occurred_at) from stdin with (format binary)")
+            with conn.cursor().copy(copy_sql) as copy:
+                copy.set_types(["int8", *SPECS["events"].stage_types])
+                for first, values in batches:
+                    for row in converter.rows(first, values):
+                        if rows is None or row[0] <= rows:
+                            copy.write_row(row)
+            conn.execute("analyze pg_temp.stage_events")
+
+        stage(None)
+        conn.execute("analyze pyembed.users")
+        conn.execute("analyze pyembed.items")
+        explain("old merge (main) on fresh statistics: its tenant condition is estimated at "
+                "1 user and 1 item", OLD_MERGE, analyze=False)
+        explain("new merge on the same statistics: estimates", new_merge, analyze=False)
+        conn.execute("alter table pyembed.events disable trigger events_check_references_inserted")
+        conn.execute(FOREIGN_KEYS)
+        explain("new merge, 1M events, with main's three per-row foreign keys", new_merge)
+        conn.rollback()
+        stage(None)
+        explain("new merge, 1M events, statement-level reference checks (this branch)",
+                new_merge)
+        conn.rollback()
+        stage(100)
+        explain("new merge, 100 staged events: index probes", new_merge, analyze=False)
+        conn.rollback()
+    out.write_text("\n\n".join(sections) + "\n")
 
 
 # -------------------------------------------------------------------------------- driving
@@ -373,8 +503,7 @@ def fresh_database(admin_url: str, name: str) -> str:
     return url
 
 
-def run_size(size: str, args: argparse.Namespace, admin_url: str, pgdata: Path,
-             results: dict[str, Any]) -> None:
+def run_size(size: str, args: argparse.Namespace, admin: str, results: dict[str, Any]) -> None:
     from pyembed_db.db import with_database
 
     n_events, n_items, _ = SIZES[size]
@@ -384,26 +513,26 @@ def run_size(size: str, args: argparse.Namespace, admin_url: str, pgdata: Path,
         return
     paths = generate(size, Path(args.data_dir), args.seed)
     name = f"scale_{args.label}_{size}".lower()
-    url = with_database(admin_url, name)
+    url = with_database(admin, name)
     if any(s.startswith("load_") for s in steps):
-        url = fresh_database(admin_url, name)
+        url = fresh_database(admin, name)
         steps = [s for s in STEPS if s in args.steps]  # a fresh database: every step again
     for step in steps:
         print(f"[{args.label} {size}] {step}...", flush=True)
         if step.startswith("load_"):
             kind = step.removeprefix("load_")
             result = run_cli(["--database-url", url, "load", kind, str(paths[kind]),
-                              "--no-progress", "--json"], pgdata)
+                              "--no-progress", "--json"], admin)
         elif step == "embed":
-            result = step_embed(url, pgdata, n_items, args.seed)
+            result = step_embed(url, admin, n_items, args.seed)
         elif step == "index":
-            result = step_index(url, pgdata)
+            result = step_index(url, admin)
         elif step == "refresh_users":
-            result = step_refresh(url, pgdata)
+            result = step_refresh(url, admin)
         elif step == "evaluate":
-            result = step_evaluate(url, pgdata)
+            result = step_evaluate(url, admin)
         else:
-            result = step_latency(url, pgdata, step, args.seed)
+            result = step_latency(url, admin, step, args.seed)
         result["n"] = count(size, step)
         done[step] = result
         print(f"  {describe(step, result)}", flush=True)
@@ -419,8 +548,9 @@ def describe(step: str, r: dict[str, Any]) -> str:
     if "p50_ms" in r:
         return f"p50 {r['p50_ms']:.1f} ms, p95 {r['p95_ms']:.1f} ms"
     rate = r["n"] / r["seconds"] if r["seconds"] else float("nan")
-    return (f"{r['seconds']:.1f} s ({rate:,.0f} rows/s), client {r['client_mb']:.0f} MB, "
-            f"server backends {r['server_mb']:.0f} MB")
+    return (f"{r['seconds']:.1f} s ({rate:,.0f} rows/s; cpu: client {r.get('client_cpu', 0):.1f} "
+            f"s, server {r.get('server_cpu', 0):.1f} s), peak memory: client "
+            f"{r['client_mb']:.0f} MB, server backends {r['server_mb']:.0f} MB")
 
 
 def exponents(results: dict[str, Any]) -> list[str]:
@@ -437,9 +567,15 @@ def exponents(results: dict[str, Any]) -> list[str]:
 
 
 def save(results: dict[str, Any]) -> None:
+    """Write the results of this run over the file's (another run may have added others)."""
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "scale.json").write_text(json.dumps(results, indent=1, sort_keys=True) + "\n")
-    plot(results, RESULTS / "scale.png")
+    path = RESULTS / "scale.json"
+    merged = json.loads(path.read_text()) if path.exists() else {}
+    for label, sizes in results.items():
+        for size, steps in sizes.items():
+            merged.setdefault(label, {}).setdefault(size, {}).update(steps)
+    path.write_text(json.dumps(merged, indent=1, sort_keys=True) + "\n")
+    plot(merged, RESULTS / "scale.png")
 
 
 def plot(results: dict[str, Any], path: Path) -> None:
@@ -478,6 +614,9 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--data-dir", default="/tmp/pyembed-bench-scale")
     parser.add_argument("--shared-buffers", default="1GB")
+    parser.add_argument("--explain", metavar="SIZE",
+                        help="only EXPLAIN the old and new events merge on the loaded database "
+                        "of SIZE into results/scale_plans.txt")
     args = parser.parse_args()
     args.steps = [s for s in args.steps.split(",") if s]
     unknown = set(args.steps) - set(STEPS) or set(args.sizes.split(",")) - set(SIZES)
@@ -486,11 +625,18 @@ def main() -> None:
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     pgdata = Path(args.data_dir) / "pgdata"
     admin_url = ensure_server(pgdata, args.shared_buffers)
+    if args.explain:
+        from pyembed_db.db import with_database
+
+        url = with_database(admin_url, f"scale_{args.label}_{args.explain}".lower())
+        events = generate(args.explain, Path(args.data_dir), args.seed)["events"]
+        explain_merges(url, events, RESULTS / "scale_plans.txt")
+        return
     path = RESULTS / "scale.json"
     results = json.loads(path.read_text()) if path.exists() else {}
     for size in args.sizes.split(","):
-        run_size(size, args, admin_url, pgdata, results)
-    print("\n".join(exponents(results)))
+        run_size(size, args, admin_url, results)
+    print("\n".join(exponents(json.loads(path.read_text()))))
     print(f"saved {RESULTS / 'scale.json'} and {RESULTS / 'scale.png'}")
 
 

@@ -372,3 +372,31 @@ def test_load_rows_refuses_a_row_that_is_not_a_mapping(db_url: str) -> None:
         load_rows(conn, "users", ["external_id"], [{"external_id": "m1"}, ["m2"]])  # type: ignore[list-item]
     assert info.value.row == 2
     assert "each row must be a mapping" in str(info.value)
+
+
+def test_events_load_analyzes_users_and_items_it_joins(pg_admin_url: str, tmp_path: Path) -> None:
+    """Right after `load users` / `load items` (autovacuum off here, as if it had not run yet)
+    the events merge must not be planned on missing statistics."""
+    from conftest import create_database, drop_database
+
+    from pyembed_db import migrate
+
+    url = create_database(pg_admin_url)
+    try:
+        migrate.upgrade(url)
+        with psycopg.connect(url) as conn:
+            for table in ("users", "items"):
+                conn.execute(f"alter table pyembed.{table} set (autovacuum_enabled = off)")
+            conn.commit()
+            load_file(conn, "users", _write_csv(tmp_path / "u.csv", "external_id\n" + "".join(
+                f"au{n}\n" for n in range(300))))
+            load_file(conn, "items", _write_csv(tmp_path / "i.csv", "external_id\n" + "".join(
+                f"ai{n}\n" for n in range(500))))
+            stats = "select reltuples from pg_class where oid = %s::regclass"
+            assert conn.execute(stats, ("pyembed.users",)).fetchone() == (-1,)
+            load_file(conn, "events", _write_csv(tmp_path / "e.csv", "user,item,event_type\n"
+                                                 "au1,ai2,view\n"))
+            assert conn.execute(stats, ("pyembed.users",)).fetchone() == (300,)
+            assert conn.execute(stats, ("pyembed.items",)).fetchone() == (500,)
+    finally:
+        drop_database(pg_admin_url, url)
