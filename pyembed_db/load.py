@@ -1,9 +1,10 @@
 """Bulk loading of users, items and events from CSV, TSV, Parquet or JSON lines.
 
 A load is all or nothing: rows are validated in Python in column batches (so errors can name the
-row: see :mod:`pyembed_db.load_values`), staged with COPY into a temporary table, checked
-against the database set-based (unknown users/items/event types, by row), and merged in one
-transaction. Users and items are upserted by ``external_id``; events are appended.
+row: see :mod:`pyembed_db.load_values`), staged with a binary COPY into a temporary table and
+merged with one set-based statement, in one transaction. Users and items are upserted by
+``external_id``; events are appended, and an event whose user, item or event type does not exist
+is reported by its row number.
 
 Columns (header names; unknown columns are an error):
 
