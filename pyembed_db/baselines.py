@@ -25,7 +25,7 @@ import scipy.sparse as sp
 from threadpoolctl import threadpool_limits
 
 from .errors import InvalidInputError
-from .evaluate import ndcg_at_k, recall_at_k
+from .metrics import ndcg_at_k, recall_at_k
 
 SCORE_BATCH = 2048
 

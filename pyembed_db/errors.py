@@ -59,6 +59,7 @@ SQLSTATE_ERRORS: dict[str, type[PyembedError]] = {
     "PE002": NotFoundError,  # unknown model
     "PE003": NotFoundError,  # unknown user
     "PE004": NotFoundError,  # unknown item
+    "PE005": ModelError,  # model not ready (fewer vectors than the active one, ...)
     "PE010": InvalidInputError,  # malformed filter (unknown key, wrong type)
     "PE011": InvalidInputError,  # bad vector (dimension, NaN/Infinity)
     "PE012": InvalidInputError,  # bad argument (k out of range, ...)

@@ -13,33 +13,49 @@ ratings: rating >= 4). Users with no relevant held-out item are not scored.
 - NDCG@k: DCG of the hits (1 / log2(rank + 1)) over the DCG of a perfect list of
   min(k, relevant) hits
 - coverage: distinct items recommended to anyone / items with a vector in the model
+- popular share: share of the recommended slots holding one of the 100 most popular training
+  items
+
+Every pyembed method is served by ``pyembed.recommend`` from Postgres (a behavior model is
+trained on the training events inside the same rolled-back transaction, its parameters chosen
+on a validation split carved from those training events). The baselines (popularity counts,
+item-kNN, EASE, ALS from ``implicit``) are computed in numpy from the same training events and
+scored by the same scorer (:mod:`pyembed_db.baselines`).
 """
 
 from __future__ import annotations
 
 import logging
-import math
+import statistics
+import time
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Any
 
+import numpy as np
 import psycopg
 
-from . import sqlfiles
+from . import baselines, sqlfiles
 from .errors import InvalidInputError, ModelError
+from .metrics import score
+from .training import VALIDATION_HOLDOUT, TrainResult, read_events, train_behavior
 from .users import active_model_id, write_interests
 
 log = logging.getLogger(__name__)
 
-# (name, vectors argument of pyembed.recommend (None = the popularity baseline), popularity blend)
-METHODS: list[tuple[str, str | None, float]] = [
-    ("popularity", None, 0.0),
-    ("single-vector", "long_term", 0.0),
-    ("multi-interest", "auto", 0.0),
-    ("multi-interest+pop", "auto", 0.3),
+# (name, method, vectors and popularity arguments of pyembed.recommend); method "pop-sql" is
+# pyembed's own popularity ranking, "default" the method chosen on validation.
+METHODS: list[tuple[str, str | None, str, float | None]] = [
+    ("popularity", "pop-sql", "auto", 0.0),
+    ("single-vector", "text", "long_term", 0.0),
+    ("multi-interest", "text", "auto", 0.0),
+    ("multi-interest+pop", "text", "auto", 0.3),
+    ("behavior", "behavior", "auto", 0.0),
+    ("default", None, "auto", None),
 ]
+TIMED_USERS = 100
 INTEREST_BATCH = 500
 
 
@@ -53,43 +69,8 @@ class MethodScore:
     recall: float
     ndcg: float
     coverage: float
-
-
-def recall_at_k(recommended: list[int], relevant: set[int], k: int) -> float:
-    """Share of the relevant items found in the top k.
-
-    Example::
-
-        >>> recall_at_k([1, 2, 3], {2, 9}, 3)
-        0.5
-    """
-    return len(set(recommended[:k]) & relevant) / len(relevant) if relevant else 0.0
-
-
-def ndcg_at_k(recommended: list[int], relevant: set[int], k: int) -> float:
-    """Normalized discounted cumulative gain with binary relevance.
-
-    Example::
-
-        >>> round(ndcg_at_k([1, 2, 3], {2, 9}, 3), 4)   # (1/log2 3) / (1 + 1/log2 3)
-        0.3869
-    """
-    dcg = sum(1 / math.log2(rank + 2) for rank, item in enumerate(recommended[:k])
-              if item in relevant)
-    ideal = sum(1 / math.log2(rank + 2) for rank in range(min(k, len(relevant))))
-    return dcg / ideal if ideal else 0.0
-
-
-def score(lists: dict[int, list[int]], relevant: dict[int, set[int]], k: int,
-          catalog_size: int) -> tuple[float, float, float]:
-    """(mean recall@k, mean NDCG@k, coverage) of per-user recommendation lists."""
-    users = list(relevant)
-    if not users:
-        return 0.0, 0.0, 0.0
-    recall = sum(recall_at_k(lists.get(u, []), relevant[u], k) for u in users) / len(users)
-    ndcg = sum(ndcg_at_k(lists.get(u, []), relevant[u], k) for u in users) / len(users)
-    shown = {item for u in users for item in lists.get(u, [])[:k]}
-    return recall, ndcg, len(shown) / catalog_size if catalog_size else 0.0
+    popular_share: float = 0.0
+    served_by: str = "postgres"
 
 
 def _group(rows: Iterable[tuple[Any, ...]]) -> dict[int, list[int]]:
@@ -130,16 +111,58 @@ def _popular_lists(conn: psycopg.Connection[Any], users: list[int], k: int,
     return {u: [i for i in ranking if i not in set(seen.get(u, []))][:k] for u in users}
 
 
-def _method_lists(conn: psycopg.Connection[Any], vectors: str | None, blend: float,
-                  users: list[int], k: int, exclude_seen: bool,
+def _method_lists(conn: psycopg.Connection[Any], method: str | None, vectors: str,
+                  blend: float | None, users: list[int], k: int, exclude_seen: bool,
                   model_id: int) -> dict[int, list[int]]:
     if not users:
         return {}
-    if vectors is None:
+    if method == "pop-sql":
         return _popular_lists(conn, users, k, exclude_seen)
     params = {"users": users, "k": k, "exclude_seen": exclude_seen, "model_id": model_id,
-              "vectors": vectors, "popularity": blend}
+              "vectors": vectors, "popularity": blend, "method": method}
     return _group(conn.execute(sqlfiles.read("queries/evaluate_recommend.sql"), params))
+
+
+def _recommend_p50_ms(conn: psycopg.Connection[Any], users: list[int], k: int,
+                      model_id: int) -> float:
+    """Median time of one ``pyembed.recommend`` call (default method) from this client."""
+    timings = []
+    for user_id in users[:TIMED_USERS]:
+        started = time.perf_counter()
+        conn.execute(sqlfiles.read("queries/evaluate_recommend.sql"),
+                     {"users": [user_id], "k": k, "exclude_seen": True, "model_id": model_id,
+                      "vectors": "auto", "popularity": None, "method": None}).fetchall()
+        timings.append(time.perf_counter() - started)
+    return 1000 * statistics.median(timings) if timings else 0.0
+
+
+def _baseline_lists(conn: psycopg.Connection[Any], users: list[int],
+                    k: int) -> dict[str, dict[int, list[int]]]:
+    """Top-k lists of the numpy baselines, trained on the training events (seen excluded)."""
+    events, _ = read_events(conn)
+    inter = events.interactions(feedback="any", half_life_seconds=None)
+    row_of = {int(u): r for r, u in enumerate(inter.users)}
+    rows = [row_of[u] for u in users if u in row_of]
+    listed = [u for u in users if u in row_of]
+    out = {}
+    for name, recommend in (
+        ("baseline popularity (counts)", baselines.popularity),
+        ("baseline item-kNN (k=100)", baselines.item_knn),
+        ("baseline EASE (lambda=500)", baselines.ease),
+        ("baseline ALS (implicit, 64 factors)", baselines.als),
+    ):
+        started = time.perf_counter()
+        top = recommend(inter.matrix, k)[rows]
+        log.info("%s: %.2f s", name, time.perf_counter() - started)
+        out[name] = {u: [int(inter.items[j]) for j in cols if j >= 0]
+                     for u, cols in zip(listed, top, strict=True)}
+    return out
+
+
+def _popular_items(conn: psycopg.Connection[Any]) -> set[int]:
+    events, _ = read_events(conn)
+    items, counts = np.unique(events.item_ids, return_counts=True)
+    return {int(i) for i in items[np.argsort(-counts, kind="stable")[:100]]}
 
 
 def evaluate(conn: psycopg.Connection[Any], *, holdout: int | None = 10,
@@ -167,6 +190,7 @@ def evaluate(conn: psycopg.Connection[Any], *, holdout: int | None = 10,
     conn.rollback()  # start clean: everything below is rolled back at the end
     try:
         _split_and_train(conn, holdout, cutoff, model_id, interests=True)
+        trained = _train(conn, holdout or VALIDATION_HOLDOUT)
         relevant = {int(u): set(items) for u, items in
                     conn.execute(sqlfiles.read("queries/evaluate_positives.sql")).fetchall()}
         heldout = conn.execute(sqlfiles.read("queries/evaluate_heldout_count.sql")).fetchone()
@@ -174,14 +198,20 @@ def evaluate(conn: psycopg.Connection[Any], *, holdout: int | None = 10,
                                {"model_id": model_id}).fetchone()
         users = sorted(relevant)
         catalog_size = int(catalog[0]) if catalog else 0
+        popular = _popular_items(conn)
         results = []
-        for name, vectors, blend in METHODS:
+        for name, method, vectors, blend in METHODS:
+            if method == "behavior" and trained is None:
+                continue
             for exclude_seen in exclusion:
-                lists = _method_lists(conn, vectors, blend, users, k, exclude_seen, model_id)
-                recall, ndcg, coverage = score(lists, relevant, k, catalog_size)
-                results.append(asdict(MethodScore(name, exclude_seen, len(users), recall, ndcg,
-                                                  coverage)))
-                log.info("%s exclude_seen=%s: recall@%d %.4f", name, exclude_seen, k, recall)
+                lists = _method_lists(conn, method, vectors, blend, users, k, exclude_seen,
+                                      model_id)
+                results.append(_score(name, exclude_seen, lists, relevant, k, catalog_size,
+                                      popular, "postgres"))
+        for name, lists in _baseline_lists(conn, users, k).items():
+            results.append(_score(name, True, lists, relevant, k, catalog_size, popular,
+                                  "numpy"))
+        p50 = _recommend_p50_ms(conn, users, k, model_id)
     finally:
         conn.rollback()
     return {
@@ -189,5 +219,32 @@ def evaluate(conn: psycopg.Connection[Any], *, holdout: int | None = 10,
                   "heldout_events": int(heldout[0]) if heldout else 0, "users": len(users)},
         "k": k,
         "model_id": model_id,
+        "behavior": trained and {
+            "method": trained.method, "dimensions": trained.dimensions,
+            "fusion": trained.fusion, "params": trained.params,
+            "validation": trained.validation.get("chosen"), "train_seconds": trained.seconds},
+        "recommend_p50_ms": p50,
         "results": results,
     }
+
+
+def _train(conn: psycopg.Connection[Any], holdout: int) -> TrainResult | None:
+    """A behavior model trained on the training events (in the evaluation's transaction), or
+    None when there are too few events to train one."""
+    with conn.transaction():  # a savepoint: a refused training leaves the split intact
+        try:
+            return train_behavior(conn, commit=False, holdout=holdout)
+        except InvalidInputError as exc:
+            log.info("no behavior model evaluated: %s", exc)
+            return None
+
+
+def _score(name: str, exclude_seen: bool, lists: dict[int, list[int]],
+           relevant: dict[int, set[int]], k: int, catalog_size: int, popular: set[int],
+           served_by: str) -> dict[str, Any]:
+    recall, ndcg, coverage = score(lists, relevant, k, catalog_size)
+    slots = [i for u in relevant for i in lists.get(u, [])[:k]]
+    share = sum(i in popular for i in slots) / len(slots) if slots else 0.0
+    log.info("%s exclude_seen=%s: recall@%d %.4f NDCG %.4f", name, exclude_seen, k, recall, ndcg)
+    return asdict(MethodScore(name, exclude_seen, len(relevant), recall, ndcg, coverage, share,
+                              served_by))

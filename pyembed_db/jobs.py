@@ -32,6 +32,7 @@ from .db import connect
 from .embed.sync import embed_step
 from .errors import PyembedError
 from .server import database_url
+from .training import train_step
 from .users import refresh_step
 
 log = logging.getLogger(__name__)
@@ -51,7 +52,8 @@ class ConnectionLost(PyembedError):
 
 def default_steps() -> list[tuple[str, Step]]:
     """The steps a plain ``pyembed-db worker`` runs, in order."""
-    return [("embed_items", embed_step), ("refresh_users", refresh_step)]
+    return [("embed_items", embed_step), ("refresh_users", refresh_step),
+            ("train_behavior", train_step)]
 
 
 @dataclass

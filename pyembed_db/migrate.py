@@ -134,7 +134,8 @@ def downgrade(url: str | None = None, revision: str = "-1", *, force: bool = Fal
     if destructive and not force:
         raise MigrationError(
             f"downgrading to {revision} undoes revision {', '.join(destructive)}, which drops "
-            "data (schema pyembed and its rows); pass force=True (`migrate --down --force`)")
+            "data (0001: schema pyembed and every row; 0004: the behavior models); pass "
+            "force=True (`migrate --down --force`)")
     _run(url, "downgrade", revision)
     return current_revision(url)
 

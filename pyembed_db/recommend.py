@@ -25,14 +25,16 @@ if TYPE_CHECKING:
 
 ItemRef = int | str
 VECTOR_KINDS = ("auto", "long_term", "short_term", "interest")
+METHODS = ("behavior", "text", "popular")
 
 
 @dataclass(frozen=True)
 class Recommendation:
     """One recommended item; ``score`` is 1 - distance (higher is better).
 
-    ``source`` says where it came from: ``long_term``, ``short_term``, ``interest:N``,
-    ``examples`` (positive examples only) or ``popular`` (cold-start fallback).
+    ``source`` says where it came from: ``behavior`` (the behavior model), ``long_term``,
+    ``short_term``, ``interest:N`` (text vectors), ``examples`` (positive examples only) or
+    ``popular`` (popularity: blended in, or the cold-start fallback).
     """
 
     item_id: int
@@ -72,12 +74,16 @@ def recommend(
     positive: Sequence[ItemRef] | None = None,
     negative: Sequence[ItemRef] | None = None,
     vectors: str = "auto",
-    popularity: float = 0.0,
+    popularity: float | None = None,
     model_id: int | None = None,
+    method: str | None = None,
 ) -> list[Recommendation]:
     """Top-``k`` items for ``user`` (user_id int or external id str) within ``filters``.
 
-    ``popularity`` (0..1) blends popularity into the ranking (see ``pyembed.recommend``).
+    ``method``: ``behavior`` (the active behavior model, see ``pyembed-db train``), ``text``
+    (the user's text vectors) or ``popular``; None = the method the behavior model chose on
+    validation (``text`` when none is trained). ``popularity`` (0..1) blends popularity into
+    the ranking (default: the weight chosen on validation for ``behavior``, 0 for ``text``).
 
     Example::
 
@@ -86,6 +92,8 @@ def recommend(
     """
     if vectors not in VECTOR_KINDS:
         raise InvalidInputError(f"vectors must be one of {', '.join(VECTOR_KINDS)}")
+    if method is not None and method not in METHODS:
+        raise InvalidInputError(f"method must be one of {', '.join(METHODS)}")
     params = {
         "user_id": resolve_user(conn, user),
         "k": check_k(k),
@@ -97,6 +105,7 @@ def recommend(
         "model_id": model_id,
         "vectors": vectors,
         "popularity": popularity,
+        "method": method,
     }
     try:
         rows = conn.execute(sqlfiles.read("queries/recommend.sql"), params).fetchall()

@@ -3,7 +3,8 @@
 The long-term and short-term vectors are computed in SQL (sql/functions/30_users.sql) so that
 pg_cron can run ``select pyembed.refresh_users()`` without Python. The worker step
 :func:`refresh_step` additionally clusters each refreshed user's liked items into up to k
-interest vectors (:mod:`pyembed_db.interests`) in the same transaction.
+interest vectors (:mod:`pyembed_db.interests`) and folds the user's events into the active
+behavior model (:func:`pyembed_db.training.fold_in_users`) in the same transaction.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from pgvector import Vector
 from . import sqlfiles
 from .errors import InvalidInputError, NotFoundError, translate
 from .interests import choose_k, weighted_kmeans
+from .training import fold_in_users
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +77,7 @@ def refresh_user(conn: psycopg.Connection[Any], user: UserRef, *, interests: boo
     model = model_id if model_id is not None else active_model_id(conn)
     if interests and model is not None:
         written += write_interests(conn, [user_id], model)
-    return written
+    return written + fold_in_users(conn, [user_id])
 
 
 def refresh_users(conn: psycopg.Connection[Any], *, batch_size: int = 1000,
@@ -157,6 +159,7 @@ def _refresh_batch(conn: psycopg.Connection[Any], batch_size: int, since: dateti
         user_ids = [int(r[0]) for r in rows]
         if user_ids and interests:
             write_interests(conn, user_ids, model_id)
+        fold_in_users(conn, user_ids)
         conn.commit()
     except psycopg.Error as exc:
         conn.rollback()

@@ -31,7 +31,7 @@ declare
         'user_item_ids', 'model_index_name', 'search_function_name',
         -- helpers of recommend and popular_items (sql/functions/40_recommend.sql)
         'setting', 'rule_weight', 'decay', 'popularity_scores', 'scale', 'rocchio',
-        'items_mean', 'mmr'
+        'items_mean', 'mmr', 'recommend_behavior'
     ];
 begin
     for fn in

@@ -11,7 +11,8 @@ from users_data import DIM, add_events, add_items, add_model, add_user
 
 from pyembed_db.db import connect
 from pyembed_db.errors import InvalidInputError
-from pyembed_db.evaluate import evaluate, ndcg_at_k, recall_at_k
+from pyembed_db.evaluate import evaluate
+from pyembed_db.metrics import ndcg_at_k, recall_at_k
 
 T = [datetime(2024, 1, 1, tzinfo=timezone.utc) + timedelta(seconds=s) for s in range(3)]
 

@@ -105,8 +105,11 @@ def test_downgrade_keeps_data_and_refuses_to_drop_it_without_force(new_db_url: s
         load_rows(conn, "users", ["external_id"], [{"external_id": "u1"}, {"external_id": "u2"}])
         load_rows(conn, "items", ["external_id", "title"], [{"external_id": "i1", "title": "A"}])
 
-    # Down to the base tables: functions and triggers go, the rows stay.
-    assert migrate.downgrade(url, "0001") == "0001"
+    # Down to the base tables: refused (0004 drops the behavior models), then forced:
+    # functions and triggers go, the users and items stay.
+    with pytest.raises(MigrationError, match="0004"):
+        migrate.downgrade(url, "0001")
+    assert migrate.downgrade(url, "0001", force=True) == "0001"
     assert _count(url, FUNCTIONS_SQL) == 0
     assert _count(url, "select count(*) from pyembed.users") == 2
     assert _functions_state(url) == "missing"

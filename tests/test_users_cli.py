@@ -53,9 +53,13 @@ def test_refresh_recommend_evaluate(data: str, capsys: pytest.CaptureFixture[str
     code, out = run(data, "evaluate", "--holdout", "2", "--k", "5", "--json", capsys=capsys)
     report = json.loads(out)
     assert code == 0 and report["split"]["heldout_events"] == 8
-    assert {(r["method"], r["exclude_seen"]) for r in report["results"]} == {
-        (m, e) for m in ("popularity", "single-vector", "multi-interest", "multi-interest+pop")
-        for e in (True, False)}
+    methods = {(r["method"], r["exclude_seen"]) for r in report["results"]}
+    pyembed = ("popularity", "single-vector", "multi-interest", "multi-interest+pop", "default")
+    assert {(m, e) for m in pyembed for e in (True, False)} <= methods
+    # Every baseline is scored (seen items excluded) next to the pyembed methods.
+    assert {m for m, e in methods if m.startswith("baseline")} == {
+        "baseline popularity (counts)", "baseline item-kNN (k=100)",
+        "baseline EASE (lambda=500)", "baseline ALS (implicit, 64 factors)"}
     code, out = run(data, "evaluate", "--holdout", "2", capsys=capsys)
     assert code == 0 and "recall@10" in out and "multi-interest" in out
 

@@ -1,13 +1,13 @@
 """Events' references to users, items and event types checked per statement, not per row.
 
 Revision ID: 0004_load
-Revises: 0003
+Revises: 0004
 """
 
 from pyembed_db.migrations.helpers import run_sql_file
 
 revision = "0004_load"
-down_revision = "0003"
+down_revision = "0004"
 branch_labels = None
 depends_on = None
 destroys_data = False

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from .cold import fit_text_map, map_text
 from .interactions import Events, Interactions, build_interactions, event_weights
-from .train import BehaviorModel, BehaviorParams, train
+from .train import BehaviorModel, BehaviorParams, train, train_events
 from .tune import validation_split
 
 __all__ = [
@@ -27,5 +27,6 @@ __all__ = [
     "fit_text_map",
     "map_text",
     "train",
+    "train_events",
     "validation_split",
 ]

@@ -24,6 +24,7 @@ import scipy.sparse as sp
 from ..errors import InvalidInputError
 
 FEEDBACK_RULES = ("net", "any", "binary")
+CONFIDENCE = ("linear", "log", "binary")
 
 
 @dataclass(frozen=True)
@@ -105,14 +106,57 @@ def decay(ages_seconds: np.ndarray, half_life_seconds: float | None) -> np.ndarr
     return np.power(0.5, np.maximum(ages, 0.0) / half_life_seconds)
 
 
+def transform(values: np.ndarray, confidence: str) -> np.ndarray:
+    """The confidence of positive net weights: ``linear`` x, ``log`` log(1 + x), ``binary`` 1.
+
+    Example::
+
+        >>> transform(np.array([1.0, 3.0]), "log").round(3).tolist()
+        [0.693, 1.386]
+    """
+    if confidence not in CONFIDENCE:
+        raise InvalidInputError(f"confidence must be one of {CONFIDENCE}, got {confidence!r}")
+    v = np.asarray(values, dtype=np.float64)
+    if confidence == "binary":
+        return np.ones_like(v)
+    return np.log1p(v) if confidence == "log" else v
+
+
+def aggregate(rows: np.ndarray, cols: np.ndarray, weights: np.ndarray, ages: np.ndarray,
+              shape: tuple[int, int], *, confidence: str,
+              half_life_seconds: float | None) -> sp.csr_matrix:
+    """One value per (row, col) pair with a positive net weight:
+    ``transform(sum of weights) * decay(age of the pair's latest event)``.
+
+    Example::
+
+        >>> aggregate(np.array([0, 0]), np.array([0, 0]), np.array([2.0, 1.0]),
+        ...           np.array([10.0, 20.0]), (1, 1), confidence="linear",
+        ...           half_life_seconds=10.0).toarray().tolist()
+        [[1.5]]
+    """
+    r = np.asarray(rows, dtype=np.int64)
+    c = np.asarray(cols, dtype=np.int64)
+    a = np.asarray(ages, dtype=np.float64)
+    order = np.lexsort((a, c, r))  # pair by pair, youngest event first
+    keys = r[order] * shape[1] + c[order]
+    first = np.r_[True, keys[1:] != keys[:-1]] if len(keys) else np.zeros(0, dtype=bool)
+    net = np.bincount(np.cumsum(first) - 1, weights=np.asarray(weights, np.float64)[order])
+    keep = net > 0
+    pair_rows, pair_cols, pair_age = r[order][first][keep], c[order][first][keep], \
+        a[order][first][keep]
+    values = transform(net[keep], confidence) * decay(pair_age, half_life_seconds)
+    return sp.csr_matrix((values, (pair_rows, pair_cols)), shape=shape)
+
+
 def build_interactions(user_ids: np.ndarray, item_ids: np.ndarray, weights: np.ndarray,
-                       ages_seconds: np.ndarray, *,
-                       half_life_seconds: float | None) -> Interactions:
-    """Sum the decayed event weights per (user, item) and keep the positive pairs.
+                       ages_seconds: np.ndarray, *, half_life_seconds: float | None,
+                       confidence: str = "linear") -> Interactions:
+    """Net weight per (user, item), positive pairs only, as confidences (:func:`aggregate`).
 
     ``weights`` are per event, already resolved (:func:`event_weights`); ``ages_seconds`` is
-    each event's age (the caller picks the reference time: the user's latest event, as user
-    refresh does, or the newest event overall).
+    each event's age (the caller picks the reference time: the newest event for training, the
+    user's latest event for fold-in, as user refresh does).
 
     Example::
 
@@ -130,14 +174,10 @@ def build_interactions(user_ids: np.ndarray, item_ids: np.ndarray, weights: np.n
         raise InvalidInputError("user_ids, item_ids, weights and ages must have the same length")
     if not (np.isfinite(w).all() and np.isfinite(ages).all()):
         raise InvalidInputError("weights and ages must be finite numbers")
-    w = w * decay(ages, half_life_seconds)
     user_index, user_rows = np.unique(users, return_inverse=True)
     item_index, item_cols = np.unique(items, return_inverse=True)
-    summed = sp.coo_matrix((w, (user_rows, item_cols)),
-                           shape=(len(user_index), len(item_index))).tocsr()
-    summed.sum_duplicates()
-    summed.data[summed.data <= 0] = 0.0
-    summed.eliminate_zeros()
+    summed = aggregate(user_rows, item_cols, w, ages, (len(user_index), len(item_index)),
+                       confidence=confidence, half_life_seconds=half_life_seconds)
     keep_rows = np.flatnonzero(np.diff(summed.indptr))
     keep_cols = np.unique(summed.indices)
     matrix = summed[keep_rows][:, keep_cols].astype(np.float32).tocsr()
@@ -160,6 +200,26 @@ def align_columns(matrix: sp.csr_matrix, have: np.ndarray, want: np.ndarray) -> 
     found = (np.asarray(want)[position] == labels) if len(want) else np.zeros(0, bool)
     return sp.csr_matrix((coo.data[found], (coo.row[found], position[found])),
                          shape=(matrix.shape[0], len(want)), dtype=matrix.dtype)
+
+
+def recency_ranks(user_ids: np.ndarray, occurred_at: np.ndarray,
+                  event_ids: np.ndarray) -> np.ndarray:
+    """Position of each event from its user's latest one: 0 for the latest (by time, then
+    event id), 1 for the one before, ...
+
+    Example::
+
+        >>> recency_ranks(np.array([1, 1, 2, 1]), np.array([5.0, 9.0, 1.0, 5.0]),
+        ...               np.array([0, 1, 2, 3])).tolist()
+        [2, 0, 0, 1]
+    """
+    order = np.lexsort((event_ids, occurred_at, user_ids))
+    users = np.asarray(user_ids)[order]
+    _, starts, counts = np.unique(users, return_index=True, return_counts=True)
+    group = np.repeat(np.arange(len(starts)), counts)
+    ranks = np.empty(len(order), dtype=np.int64)
+    ranks[order] = starts[group] + counts[group] - 1 - np.arange(len(order))
+    return ranks
 
 
 @dataclass(frozen=True)
@@ -215,8 +275,9 @@ class Events:
         """Per-event weights under a feedback rule (:func:`event_weights`)."""
         return event_weights(self.type_weights, self.is_rating, self.values, feedback=feedback)
 
-    def interactions(self, *, feedback: str, half_life_seconds: float | None) -> Interactions:
-        """The training matrix: weights under ``feedback``, decayed from the newest event.
+    def interactions(self, *, feedback: str, half_life_seconds: float | None,
+                     confidence: str = "linear") -> Interactions:
+        """The training matrix: weights under ``feedback``, ages from the newest event.
 
         Example::
 
@@ -226,4 +287,30 @@ class Events:
             raise InvalidInputError("no events")
         ages = self.occurred_at.max() - self.occurred_at
         return build_interactions(self.user_ids, self.item_ids, self.weights(feedback), ages,
-                                  half_life_seconds=half_life_seconds)
+                                  half_life_seconds=half_life_seconds, confidence=confidence)
+
+    def history(self, items: np.ndarray, *, feedback: str, confidence: str,
+                half_life_events: float | None) -> tuple[np.ndarray, sp.csr_matrix]:
+        """(users, matrix): each user's fold-in input over the model's ``items`` (sorted ids).
+
+        A pair's confidence is decayed by the recency rank of its latest event
+        (:func:`recency_ranks`): ``0.5 ** (rank / half_life_events)``, so the user's last
+        events weigh most whatever their timestamps. Events on unknown items still count in
+        the ranks; pairs on them are dropped.
+
+        Example::
+
+            users, x = events.history(model.items, feedback="any", confidence="log",
+                                      half_life_events=10)
+        """
+        users, rows = np.unique(self.user_ids, return_inverse=True)
+        ranks = recency_ranks(self.user_ids, self.occurred_at, self.event_ids)
+        items = np.asarray(items, dtype=np.int64)
+        position = np.searchsorted(items, self.item_ids)
+        known = np.zeros(len(self), dtype=bool)
+        if len(items):
+            known = items[np.minimum(position, len(items) - 1)] == self.item_ids
+        matrix = aggregate(rows[known], position[known], self.weights(feedback)[known],
+                           ranks[known].astype(np.float64), (len(users), len(items)),
+                           confidence=confidence, half_life_seconds=half_life_events)
+        return users, matrix

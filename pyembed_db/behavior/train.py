@@ -25,12 +25,16 @@ import scipy.sparse as sp
 
 from ..errors import InvalidInputError, ModelError
 from . import ease_lr, ials
-from .interactions import FEEDBACK_RULES, Interactions, decay, event_weights
+from .interactions import (
+    CONFIDENCE,
+    FEEDBACK_RULES,
+    Events,
+    Interactions,
+)
 
 log = logging.getLogger(__name__)
 
 METHODS = ("auto", "ease_lr", "ials")
-CONFIDENCE = ("linear", "log", "binary")
 EASE_ITEM_LIMIT = 20_000
 STATE_VERSION = 1
 
@@ -49,8 +53,10 @@ class BehaviorParams:
     - ``confidence``: transform of the net weight x: ``linear`` x, ``log`` log(1 + x),
       ``binary`` 1
     - ``dropout``: ease_lr's extra regularization ``p / (1 - p) * diag(G)``
-    - ``foldin_half_life_seconds``: decay of a user's events at fold-in, from the user's
-      latest event (None: none); recency of the history, separate from training
+    - ``recent_half_life``: decay of a user's history at fold-in, in events: the pair whose
+      latest event is the user's n-th most recent weighs ``0.5 ** (n / recent_half_life)``
+      (None: no decay). The order of events carries what a user is into right now; event
+      counts, not seconds, because people rate in bursts.
 
     Example::
 
@@ -67,7 +73,7 @@ class BehaviorParams:
     feedback: str = "any"
     confidence: str = "binary"
     dropout: float = 0.0
-    foldin_half_life_seconds: float | None = None
+    recent_half_life: float | None = 10.0
 
     def __post_init__(self) -> None:
         checks = [
@@ -79,6 +85,10 @@ class BehaviorParams:
             (self.alpha >= 0, "alpha must be >= 0"),
             (self.iterations >= 1, "iterations must be >= 1"),
             (0 <= self.dropout < 1, "dropout must be in [0, 1)"),
+            (self.recent_half_life is None or self.recent_half_life > 0,
+             "recent_half_life must be > 0 or None"),
+            (self.half_life_seconds is None or self.half_life_seconds > 0,
+             "half_life_seconds must be > 0 or None"),
         ]
         for ok, message in checks:
             if not ok:
@@ -89,20 +99,6 @@ class BehaviorParams:
         if self.method != "auto":
             return self
         return replace(self, method="ease_lr" if n_items <= EASE_ITEM_LIMIT else "ials")
-
-
-def transform(values: np.ndarray, confidence: str) -> np.ndarray:
-    """The confidence transform of positive net weights (see :class:`BehaviorParams`).
-
-    Example::
-
-        >>> transform(np.array([1.0, 3.0]), "log").round(3).tolist()
-        [0.693, 1.386]
-    """
-    v = np.asarray(values, dtype=np.float64)
-    if confidence == "binary":
-        return np.ones_like(v)
-    return np.log1p(v) if confidence == "log" else v
 
 
 @dataclass
@@ -138,18 +134,18 @@ class BehaviorModel:
         return cols[keep], summed[keep]
 
     def fold_in(self, item_ids: np.ndarray, weights: np.ndarray) -> np.ndarray:
-        """(d,) user vector from one user's net weights per event (duplicates add up; items
-        unknown to the model and pairs with net weight <= 0 are ignored). No retraining.
+        """(d,) user vector from one user's confidences per item, as the training matrix holds
+        them (duplicates add up; unknown items and values <= 0 are ignored). No retraining.
+        :meth:`fold_in_events` computes the confidences from raw events.
 
         Example::
 
             u = model.fold_in(np.array([10, 42]), np.array([2.0, 1.0]))
             scores = model.item_vectors @ u
         """
-        cols, w = self._columns(item_ids, weights)
+        cols, x = self._columns(item_ids, weights)
         if len(cols) == 0:
             return np.zeros(self.dimension, dtype=np.float32)
-        x = transform(w, self.params.confidence)
         if self.params.method == "ease_lr":
             assert self.encoder is not None
             return np.asarray(x @ self.encoder[cols], dtype=np.float32)
@@ -157,22 +153,37 @@ class BehaviorModel:
         return ials.solve_user(self.item_vectors, self.gram, cols, x, self.params.alpha)
 
     def fold_in_events(self, item_ids: np.ndarray, type_weights: np.ndarray,
-                       is_rating: np.ndarray, values: np.ndarray,
-                       ages_seconds: np.ndarray) -> np.ndarray:
-        """:meth:`fold_in` from raw events: weighs them with the model's feedback rule and
-        decays them with its fold-in half-life (ages from the user's latest event).
+                       is_rating: np.ndarray, values: np.ndarray, occurred_at: np.ndarray,
+                       event_ids: np.ndarray | None = None) -> np.ndarray:
+        """:meth:`fold_in` from one user's raw events: weighs them with the model's feedback
+        rule and confidence, decays them by recency rank (``recent_half_life``). Ties in
+        ``occurred_at`` are broken by ``event_ids`` (default: array order).
 
         Example::
 
-            u = model.fold_in_events(items, np.ones(3), np.ones(3, bool),
-                                     np.array([5.0, 4.0, 2.0]), np.array([0.0, 60.0, 3600.0]))
+            u = model.fold_in_events(np.array([3, 5, 8]), np.ones(3), np.ones(3, bool),
+                                     np.array([5.0, 4.0, 2.0]), np.array([10.0, 20.0, 30.0]))
         """
-        w = event_weights(type_weights, is_rating, values, feedback=self.params.feedback)
-        return self.fold_in(item_ids, w * decay(ages_seconds, self.params.foldin_half_life_seconds))
+        ids = np.asarray(item_ids, dtype=np.int64).ravel()
+        events = Events.from_arrays(np.zeros(len(ids), dtype=np.int64), ids, type_weights,
+                                    is_rating, values, occurred_at, event_ids)
+        return self.fold_in_users(events)[1][0] if len(ids) else self.fold_in(ids, ids * 0.0)
+
+    def fold_in_users(self, events: Events) -> tuple[np.ndarray, np.ndarray]:
+        """(user ids, (users, d) vectors) of every user in ``events`` (all their events).
+
+        Example::
+
+            users, vectors = model.fold_in_users(events)
+        """
+        p = self.params
+        users, matrix = events.history(self.items, feedback=p.feedback, confidence=p.confidence,
+                                       half_life_events=p.recent_half_life)
+        return users, self.fold_in_many(matrix)
 
     def fold_in_many(self, matrix: sp.csr_matrix) -> np.ndarray:
         """(users, d) user vectors; ``matrix`` rows are users, columns follow ``self.items``
-        and hold net weights (values <= 0 are ignored).
+        and hold confidences as :meth:`fold_in` takes them (values <= 0 are ignored).
 
         Example::
 
@@ -183,7 +194,6 @@ class BehaviorModel:
             raise InvalidInputError(f"matrix needs {len(self.items)} columns, got {x.shape[1]}")
         x.data[x.data < 0] = 0.0
         x.eliminate_zeros()
-        x.data = transform(x.data, self.params.confidence)
         if self.params.method == "ease_lr":
             assert self.encoder is not None
             return np.asarray(x @ self.encoder, dtype=np.float32)
@@ -232,9 +242,9 @@ class BehaviorModel:
 def train(interactions: Interactions, params: BehaviorParams, *, seed: int = 0) -> BehaviorModel:
     """Train item vectors from an interaction matrix (see :mod:`.interactions`).
 
-    The matrix is taken as built: the caller has applied ``params.feedback`` and
-    ``params.half_life_seconds`` when building it (:func:`.tune.build_for`). The trained
-    model's params record the resolved method.
+    The matrix is taken as built: build it with the same ``feedback``, ``confidence`` and
+    ``half_life_seconds`` (:meth:`.interactions.Events.interactions` or
+    :func:`train_events` do). The trained model's params record the resolved method.
 
     Example::
 
@@ -246,7 +256,6 @@ def train(interactions: Interactions, params: BehaviorParams, *, seed: int = 0) 
         raise InvalidInputError("no positive interactions to train on")
     params = params.resolved(n_items)
     x = interactions.matrix.astype(np.float64)
-    x.data = transform(x.data, params.confidence)
     started = time.perf_counter()
     if params.method == "ease_lr":
         vectors, encoder = ease_lr.fit(x, lam=params.regularization, dropout=params.dropout,
@@ -262,3 +271,14 @@ def train(interactions: Interactions, params: BehaviorParams, *, seed: int = 0) 
     log.info("trained %s: %d users x %d items, %d pairs, d=%d in %.2f s", params.method,
              n_users, n_items, x.nnz, model.dimension, seconds)
     return model
+
+
+def train_events(events: Events, params: BehaviorParams, *, seed: int = 0) -> BehaviorModel:
+    """Build the matrix from raw events with ``params`` and train on it.
+
+    Example::
+
+        model = train_events(events, BehaviorParams())
+    """
+    return train(events.interactions(feedback=params.feedback, confidence=params.confidence,
+                                     half_life_seconds=params.half_life_seconds), params, seed=seed)

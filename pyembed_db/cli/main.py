@@ -10,10 +10,19 @@ from collections.abc import Sequence
 import psycopg
 
 from ..errors import PyembedError
-from . import data_cmds, jobs_cmds, model_cmds, search_cmds, server_cmds, users_cmds
+from . import (
+    data_cmds,
+    jobs_cmds,
+    model_cmds,
+    search_cmds,
+    server_cmds,
+    train_cmds,
+    users_cmds,
+)
 
 # Each module adds its sub-commands with `register(subparsers)`.
-COMMAND_MODULES = [server_cmds, data_cmds, model_cmds, jobs_cmds, search_cmds, users_cmds]
+COMMAND_MODULES = [server_cmds, data_cmds, model_cmds, jobs_cmds, train_cmds, search_cmds,
+                   users_cmds]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -9,7 +9,7 @@ from typing import Any
 from .. import sqlfiles, users
 from ..errors import InvalidInputError
 from ..evaluate import evaluate
-from ..recommend import VECTOR_KINDS, recommend
+from ..recommend import METHODS, VECTOR_KINDS, recommend
 from .common import (
     add_filter_flag,
     add_json_flag,
@@ -48,9 +48,10 @@ def register(subparsers: Any) -> None:
 
     rec = _command(
         subparsers, "recommend", "recommend items to a user (with their recent history)",
-        "Recommend items to a user from their vectors (interests, else long-term), within "
-        "filters, without items they already interacted with; popular items for users "
-        "without vectors. Human output shows the user's recent history next to the list."
+        "Recommend items to a user within filters, without items they already interacted "
+        "with: by default with the method the behavior model chose on validation (`pyembed-db "
+        "train`; the text vectors when none is trained), popular items for users without "
+        "vectors. Human output shows the user's recent history next to the list."
         "\n\nExamples:\n  pyembed-db recommend 196 --k 5\n"
         "  pyembed-db recommend 196 --filter '{\"category\": \"Comedy\"}' --diversity 0.3\n"
         "  pyembed-db recommend 196 --positive 50 --negative 181 --json")
@@ -63,10 +64,13 @@ def register(subparsers: Any) -> None:
     rec.add_argument("--negative", nargs="+", default=[], metavar="ITEM",
                      help="external ids of items to move away from")
     rec.add_argument("--include-seen", action="store_true", help="allow items already seen")
+    rec.add_argument("--method", choices=METHODS,
+                     help="behavior, text or popular (default: chosen on validation)")
     rec.add_argument("--vectors", choices=VECTOR_KINDS, default="auto",
-                     help="which user vectors to query with (default auto)")
-    rec.add_argument("--popularity", type=float, default=0.0,
-                     help="blend popularity into the ranking, 0..1 (default 0)")
+                     help="which text vectors to query with (default auto)")
+    rec.add_argument("--popularity", type=float,
+                     help="blend popularity into the ranking, 0..1 (default: behavior: the "
+                     "weight chosen on validation; text: 0)")
     rec.add_argument("--history", type=int, default=10, help="recent events to show")
     rec.set_defaults(handler=_recommend)
 
@@ -126,7 +130,7 @@ def _recommend(args: argparse.Namespace) -> int:
         recs = recommend(conn, args.user, args.k, args.filter, exclude_seen=not args.include_seen,
                          diversity=args.diversity, positive=args.positive,
                          negative=args.negative, vectors=args.vectors,
-                         popularity=args.popularity)
+                         popularity=args.popularity, method=args.method)
         rows = conn.execute(sqlfiles.read("queries/user_history.sql"),
                             {"user_id": user_id, "limit": max(args.history, 0)}).fetchall()
     history = [{"occurred_at": r[0], "event_type": r[1], "value": r[2], "item_id": r[3],

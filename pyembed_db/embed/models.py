@@ -22,7 +22,7 @@ from psycopg.types.json import Jsonb
 
 from .. import sqlfiles
 from ..config import load_settings
-from ..errors import InvalidInputError, ModelError, NotFoundError
+from ..errors import InvalidInputError, ModelError, NotFoundError, translate
 from .encoder import Encoder, EncoderConfig
 from .item_text import ItemTextTemplate
 
@@ -53,6 +53,7 @@ class ModelInfo:
     status: str
     created_at: datetime
     activated_at: datetime | None
+    kind: str = "text"
     vectors: int = 0
 
     @property
@@ -192,7 +193,7 @@ def _select(conn: psycopg.Connection[Any], where: str, params: dict[str, Any]) -
 
 
 def list_models(conn: psycopg.Connection[Any]) -> list[ModelInfo]:
-    """Every registered model, oldest first."""
+    """Every registered model (text and behavior), oldest first."""
     return _select(conn, " order by model_id", {})
 
 
@@ -209,39 +210,35 @@ def get_model(conn: psycopg.Connection[Any], name: str, version: str | None = No
     return found[0]
 
 
-def active_model(conn: psycopg.Connection[Any]) -> ModelInfo | None:
-    """The active model, or None."""
-    found = _select(conn, " where status = 'active'", {})
+def active_model(conn: psycopg.Connection[Any], kind: str = "text") -> ModelInfo | None:
+    """The active model of ``kind`` (``text`` or ``behavior``), or None."""
+    found = _select(conn, " where status = 'active' and kind = %(kind)s", {"kind": kind})
     return found[0] if found else None
 
 
 def activate_model(
     conn: psycopg.Connection[Any], name: str, version: str | None = None, *, force: bool = False
 ) -> ModelInfo:
-    """Make a model the one searches use, atomically, and make sure its HNSW index exists.
+    """Make a model the active one of its kind, atomically (``pyembed.activate_model``).
 
-    Refuses (unless ``force``) when the model has fewer vectors than the current active model:
-    switching then would make part of the catalog unsearchable. Run ``reembed`` first.
+    The previous active model of the kind steps down in the same transaction and the model's
+    HNSW index is created if missing. Refuses (unless ``force``) a model with fewer vectors than
+    the current active one: switching then would make part of the catalog unsearchable. Run
+    ``reembed`` first.
+
+    Example::
+
+        activate_model(conn, "all-MiniLM-L6-v2:fp32")
     """
     target = get_model(conn, name, version)
-    with conn.transaction():
-        conn.execute("lock table pyembed.embedding_models in share row exclusive mode")
-        current = active_model(conn)
-        if current and current.model_id != target.model_id and not force:
-            target = get_model(conn, target.name, target.version)
-            if target.vectors < current.vectors:
-                raise ModelError(
-                    f"{target.label} has {target.vectors} item vectors, the active "
-                    f"{current.label} has {current.vectors}: run `pyembed-db reembed --model "
-                    f"{target.label}` first (or force)"
-                )
-        for query in ("queries/model_step_down.sql", "queries/model_mark_active.sql"):
-            conn.execute(sqlfiles.read(query), {"model_id": target.model_id})
-        conn.execute("select pyembed.ensure_model_index(%s)", (target.model_id,))
-        if current is None or current.model_id != target.model_id:
-            conn.execute(sqlfiles.read("queries/user_queue_all.sql"))
-    conn.commit()
-    log.info("active model is now %s", target.label)
+    try:
+        conn.execute(sqlfiles.read("queries/model_activate.sql"),
+                     {"model_id": target.model_id, "force": force})
+        conn.commit()
+    except psycopg.Error as exc:
+        conn.rollback()
+        raise translate(exc) from exc
+    log.info("active %s model is now %s", target.kind, target.label)
     return get_model(conn, target.name, target.version)
 
 
@@ -288,4 +285,5 @@ def load_active_encoder(conn: psycopg.Connection[Any]) -> LoadedModel:
 
 def models_to_sync(conn: psycopg.Connection[Any]) -> list[ModelInfo]:
     """Models the worker keeps up to date: the active one and any being re-embedded."""
-    return _select(conn, " where status in ('active', 'syncing') order by model_id", {})
+    return _select(conn, " where status in ('active', 'syncing') and kind = 'text' "
+                         "order by model_id", {})

@@ -1,20 +1,81 @@
 -- Core functions and triggers. Idempotent: re-applied by every migration that changes them.
 
--- The active embedding model; raises when there is none.
-create or replace function pyembed.active_model_id() returns integer
+-- The active model of a kind ('text': the model item text is embedded with and searches use;
+-- 'behavior': the collaborative model recommendations use); raises when there is none.
+create or replace function pyembed.active_model_id(kind text default 'text') returns integer
 language plpgsql stable security invoker
 set search_path to pg_catalog, pg_temp
 as $$
 declare
     found_id integer;
 begin
-    select model_id into found_id from pyembed.embedding_models where status = 'active';
+    select m.model_id into found_id from pyembed.embedding_models m
+    where m.status = 'active' and m.kind = active_model_id.kind;
     if found_id is null then
-        raise exception 'no active embedding model'
+        raise exception 'no active % model', case kind when 'text' then 'embedding' else kind end
             using errcode = 'PE001',
-                  hint = 'register one with `pyembed-db model register` and activate it';
+                  hint = case kind when 'text'
+                              then 'register one with `pyembed-db model register` and activate it'
+                              else 'train one with `pyembed-db train`' end;
     end if;
     return found_id;
+end
+$$;
+
+-- Make a model the active one of its kind, atomically: the previous active model of that kind
+-- steps down in the same transaction, the model's HNSW index is created if missing, and (text
+-- models) every user is queued so their vectors follow the new model. Refuses (PE005) a model
+-- with fewer item vectors than the current one unless `force`: switching would make part of
+-- the catalog unsearchable (re-embed first). Returns the model id.
+--   select pyembed.activate_model(3);
+create or replace function pyembed.activate_model(p_model_id integer, force boolean default false)
+returns integer
+language plpgsql volatile security invoker
+set search_path to pg_catalog, public, pg_temp
+as $$
+declare
+    target record;
+    current_id integer;
+    target_vectors bigint;
+    current_vectors bigint;
+begin
+    -- Serializes activations without blocking readers of the table.
+    lock table pyembed.embedding_models in share row exclusive mode;
+    select * into target from pyembed.embedding_models where model_id = p_model_id;
+    if not found then
+        raise exception 'unknown model_id %', p_model_id using errcode = 'PE002';
+    end if;
+    select model_id into current_id from pyembed.embedding_models
+    where status = 'active' and kind = target.kind;
+    if current_id = p_model_id then
+        perform pyembed.ensure_model_index(p_model_id);
+        return p_model_id;
+    end if;
+    if current_id is not null and not force then
+        select count(*) into target_vectors from pyembed.item_embeddings
+        where model_id = p_model_id;
+        select count(*) into current_vectors from pyembed.item_embeddings
+        where model_id = current_id;
+        if target_vectors < current_vectors then
+            raise exception 'model % has % item vectors, the active model % has %: run '
+                            '`pyembed-db reembed` first (or force the switch)',
+                p_model_id, target_vectors, current_id, current_vectors
+                using errcode = 'PE005';
+        end if;
+    end if;
+    update pyembed.embedding_models set status = 'registered'
+    where status = 'active' and kind = target.kind;
+    update pyembed.embedding_models set status = 'active', activated_at = now()
+    where model_id = p_model_id;
+    perform pyembed.ensure_model_index(p_model_id);
+    if target.kind = 'text' then
+        -- Every user with events: their vectors must be computed in the new space.
+        insert into pyembed.user_queue (user_id)
+        select distinct e.user_id from pyembed.events e
+        on conflict (user_id) do update set enqueued_at = pyembed.user_queue.enqueued_at;
+        perform pg_notify('pyembed_work', 'users');
+    end if;
+    return p_model_id;
 end
 $$;
 

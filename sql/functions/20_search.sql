@@ -73,7 +73,7 @@ begin
            coalesce(em.config->>'index_storage', 'vector') as storage
     into m from pyembed.embedding_models em
     where em.model_id = search_plan.model_id
-       or (search_plan.model_id is null and em.status = 'active');
+       or (search_plan.model_id is null and em.status = 'active' and em.kind = 'text');
     if not found and search_plan.model_id is null then
         raise exception 'no active embedding model' using errcode = 'PE001',
             hint = 'register one with `pyembed-db model register` and activate it';

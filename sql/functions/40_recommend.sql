@@ -193,6 +193,81 @@ begin
 end
 $$;
 
+-- Recommendations from a behavior model: the items whose behavior vectors have the largest
+-- inner product with the user's (q), found by the model's HNSW index within `filters`, without
+-- `excluded` items. `popularity` > 0 blends popularity in (the popular items within the filters
+-- join the candidates): (1 - popularity) * dot / top dot + popularity * score / top score, the
+-- weight the model chose on validation unless the caller gives one. MMR over the items' text
+-- vectors (model `text_model`) when diversity > 0. Called by pyembed.recommend.
+create or replace function pyembed.recommend_behavior(
+    q vector, behavior_model integer, text_model integer, k integer, filters jsonb,
+    excluded_user bigint, diversity real, excluded bigint[], popularity real)
+returns table (item_id bigint, external_id text, title text, score double precision, source text)
+language plpgsql stable security invoker
+set search_path to pg_catalog, public, pg_temp
+as $$
+declare
+    pool integer := case when diversity > 0 or popularity > 0 then least(4 * k, 1000) else k end;
+    top_popularity double precision;
+begin
+    if popularity > 0 then
+        select p.score into top_popularity from pyembed.popular_items(1) p;
+    end if;
+    return query
+    with hits as (
+        -- inner-product distance is the negated dot product
+        select s.item_id, s.external_id, s.title, -s.distance as dot, 'behavior'::text as src
+        from pyembed.search(q, least(pool + coalesce(cardinality(excluded), 0), 1000), filters,
+                            excluded_user, behavior_model) s
+        where s.item_id <> all (coalesce(excluded, '{}'))
+        order by s.distance, s.item_id
+        limit pool
+    ),
+    popular as (
+        select p.item_id, p.external_id, p.title,
+               (select -(ie.embedding <#> q) from pyembed.item_embeddings ie
+                where ie.model_id = behavior_model and ie.item_id = p.item_id) as dot,
+               'popular'::text as src
+        from pyembed.popular_items(pool, filters, excluded_user) p
+        where popularity > 0 and p.item_id <> all (coalesce(excluded, '{}'))
+          and not exists (select from hits h where h.item_id = p.item_id)
+    ),
+    candidates as (
+        select * from hits union all select * from popular
+    ),
+    scored as (
+        select c.item_id, c.external_id, c.title, c.src,
+               case when popularity > 0
+                    then (1 - popularity) * coalesce(c.dot / nullif(max(c.dot) over (), 0), 0)
+                         + popularity * coalesce(ip.score / nullif(top_popularity, 0), 0)
+                    else c.dot end as relevance
+        from candidates c
+        left join pyembed.item_popularity ip on popularity > 0 and ip.item_id = c.item_id
+    ),
+    ranked as (
+        select sc.*, row_number() over (order by sc.relevance desc, sc.item_id) as pick
+        from scored sc
+        where diversity = 0
+        union all
+        select sc.*, r.pick
+        from pyembed.mmr(
+                (select array_agg(s2.item_id order by s2.relevance desc, s2.item_id) from scored s2),
+                (select array_agg(s2.relevance order by s2.relevance desc, s2.item_id)
+                 from scored s2),
+                (select array_agg(ie.embedding order by s2.relevance desc, s2.item_id)
+                 from scored s2 left join pyembed.item_embeddings ie
+                      on ie.model_id = text_model and ie.item_id = s2.item_id),
+                k, diversity) r
+        join scored sc on sc.item_id = r.item_id
+        where diversity > 0
+    )
+    select rk.item_id, rk.external_id, rk.title, rk.relevance, rk.src
+    from ranked rk
+    order by rk.pick
+    limit k;
+end
+$$;
+
 -- Recommendations for a user: one filtered ANN search per query vector (the user's interests,
 -- each with a quota proportional to its weight, else the long-term vector), merged in
 -- proportional round-robin and de-duplicated; `positive` / `negative` example items move each
@@ -202,11 +277,17 @@ $$;
 -- 'interest'. `popularity` > 0 blends in popularity: the most popular items (within the filters,
 -- unseen) join the candidates and every candidate is ranked by
 -- (1 - popularity) * similarity + popularity * score / top score.
+-- `popularity` null (the default): the weight the behavior model chose on validation for
+-- 'behavior', 0 for 'text'.
+-- `method`: 'behavior' (the active behavior model: pyembed.recommend_behavior), 'text' (the
+-- text vectors, as above) or 'popular'; null = the method the active behavior model chose on
+-- validation when it was trained (behavior_models.fusion->>'method'), else 'text'. A user
+-- without a behavior vector (no events the model knows) gets the text method, then popularity.
 create or replace function pyembed.recommend(
     user_id bigint, k integer default 10, filters jsonb default '{}',
     exclude_seen boolean default true, diversity real default 0, positive bigint[] default null,
     negative bigint[] default null, model_id integer default null, vectors text default 'auto',
-    popularity real default 0)
+    popularity real default null, method text default null)
 returns table (item_id bigint, external_id text, title text, score double precision, source text)
 language plpgsql stable security invoker
 set search_path to pg_catalog, public, pg_temp
@@ -216,7 +297,7 @@ declare
     uid bigint := recommend.user_id;
     excluded_user bigint := case when exclude_seen then recommend.user_id end;
     examples bigint[] := coalesce(positive, '{}') || coalesce(negative, '{}');
-    pool integer := case when diversity > 0 or popularity > 0 then least(4 * k, 1000) else k end;
+    pool integer;
     cached boolean := exists (select from pyembed.item_popularity_state);
     top_popularity double precision;
     q_vectors vector[];
@@ -224,6 +305,10 @@ declare
     q_sources text[];
     pos vector;
     neg vector;
+    behavior_id integer;
+    fusion jsonb;
+    chosen text;
+    q_behavior vector;
 begin
     if not exists (select from pyembed.users u where u.user_id = uid) then
         raise exception 'unknown user_id %', uid using errcode = 'PE003';
@@ -238,7 +323,7 @@ begin
         raise exception 'diversity must be between 0 and 1, got %', diversity
             using errcode = 'PE012';
     end if;
-    if popularity is null or popularity < 0 or popularity > 1 then
+    if popularity < 0 or popularity > 1 or popularity = 'NaN' then
         raise exception 'popularity must be between 0 and 1, got %', popularity
             using errcode = 'PE012';
     end if;
@@ -246,6 +331,38 @@ begin
         raise exception 'vectors must be auto, long_term, short_term or interest, got %', vectors
             using errcode = 'PE012';
     end if;
+    if method is not null and method not in ('behavior', 'text', 'popular') then
+        raise exception 'method must be behavior, text or popular, got %', method
+            using errcode = 'PE012';
+    end if;
+
+    select em.model_id, bm.fusion into behavior_id, fusion
+    from pyembed.embedding_models em
+    join pyembed.behavior_models bm on bm.model_id = em.model_id
+    where em.kind = 'behavior' and em.status = 'active';
+    chosen := coalesce(method, fusion->>'method', 'text');
+    if chosen = 'behavior' and behavior_id is null then
+        raise exception 'no active behavior model' using errcode = 'PE001',
+            hint = 'train one with `pyembed-db train`';
+    end if;
+    if chosen = 'popular' then
+        return query select p.item_id, p.external_id, p.title, p.score, 'popular'::text
+                     from pyembed.popular_items(k, filters, excluded_user) p;
+        return;
+    end if;
+    if chosen = 'behavior' then
+        select ue.embedding into q_behavior from pyembed.user_embeddings ue
+        where ue.model_id = behavior_id and ue.user_id = uid and ue.kind = 'long_term';
+        if q_behavior is not null then
+            return query select * from pyembed.recommend_behavior(
+                q_behavior, behavior_id, m, k, filters, excluded_user, diversity, examples,
+                coalesce(popularity, (fusion->>'popularity')::real, 0));
+            return;
+        end if;
+    end if;
+    -- The text vectors: popularity blends in only when asked.
+    popularity := coalesce(popularity, 0);
+    pool := case when diversity > 0 or popularity > 0 then least(4 * k, 1000) else k end;
 
     select array_agg(ue.embedding order by ue.slot), array_agg(ue.weight order by ue.slot),
            array_agg(case when ue.kind = 'interest' then 'interest:' || ue.slot else ue.kind end

@@ -1,0 +1,1 @@
+select pyembed.activate_model(%(model_id)s, %(force)s)

@@ -1,2 +1,0 @@
-update pyembed.embedding_models set status = 'active', activated_at = now()
-where model_id = %(model_id)s
