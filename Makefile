@@ -34,6 +34,7 @@ bench: install
 	$(BIN)/python bench/sharded_search.py --shards 2
 	$(BIN)/python bench/sharded_search.py --shards 4
 	$(BIN)/python bench/soak.py --seconds 60
+	$(BIN)/python bench/scale.py --sizes 100k,1M,10M  # hours (10M); --resume continues a run
 
 lint: install
 	$(BIN)/pip install --quiet -e '.[dev]'

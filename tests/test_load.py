@@ -207,3 +207,196 @@ def test_cli_load_reports_row_and_exits_2(db_url: str, tmp_path: Path) -> None:
     )
     assert result.returncode == 2
     assert "row 1: unknown user 'nobody'" in result.stderr
+
+
+# ------------------------------------------------- issue 10, case 6: formats and value types
+
+LONG = 200_000  # over the csv module's default field limit (131,072), under the text limit
+
+
+def _items(conn: psycopg.Connection[Any], prefix: str) -> list[tuple[Any, ...]]:
+    return conn.execute(
+        "select external_id, title, length(body), category from pyembed.items "
+        "where external_id like %s order by external_id", (prefix + "%",)).fetchall()
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".tsv"])
+def test_field_over_131072_characters_loads(db_url: str, tmp_path: Path, suffix: str) -> None:
+    sep = "," if suffix == ".csv" else "\t"
+    path = _write_csv(tmp_path / f"items{suffix}",
+                      f"external_id{sep}body\nlong{suffix}{sep}{'x' * LONG}\n")
+    with psycopg.connect(db_url) as conn:
+        assert load_file(conn, "items", path) == 1
+        assert _items(conn, f"long{suffix}") == [(f"long{suffix}", None, LONG, None)]
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".tsv"])
+def test_field_over_the_text_limit_names_the_row(db_url: str, tmp_path: Path,
+                                                 suffix: str) -> None:
+    from pyembed_db.load_formats import FIELD_LIMIT
+
+    sep = "," if suffix == ".csv" else "\t"
+    path = _write_csv(tmp_path / f"items{suffix}", f"external_id{sep}body\nok{sep}short\n"
+                      f"huge{sep}{'x' * (FIELD_LIMIT + 1)}\n")
+    with psycopg.connect(db_url) as conn:
+        before = _counts(conn)
+        with pytest.raises(LoadError) as info:
+            load_file(conn, "items", path)
+        assert info.value.row == 2
+        assert f"longer than {FIELD_LIMIT:,} characters" in str(info.value)
+        assert _counts(conn) == before
+
+
+def test_long_id_in_tsv_is_a_row_error(db_url: str, tmp_path: Path) -> None:
+    path = _write_csv(tmp_path / "users.tsv", f"external_id\nfine\n{'u' * LONG}\n")
+    with psycopg.connect(db_url) as conn, pytest.raises(LoadError) as info:
+        load_file(conn, "users", path)
+    assert info.value.row == 2
+    assert "external_id is longer than 512 characters" in str(info.value)
+
+
+def test_tsv_quotes_are_ordinary_characters(db_url: str, tmp_path: Path) -> None:
+    # With CSV quoting the first title would swallow the rows up to the next quote.
+    path = _write_csv(tmp_path / "items.tsv", 'external_id\ttitle\tcategory\n'
+                      'tq1\t"Quoted start\tbooks\ntq2\tplain\ttoys\ntq3\tends with "\tgames\n')
+    with psycopg.connect(db_url) as conn:
+        assert load_file(conn, "items", path) == 3
+        assert [(r[0], r[1], r[3]) for r in _items(conn, "tq")] == [
+            ("tq1", '"Quoted start', "books"), ("tq2", "plain", "toys"),
+            ("tq3", 'ends with "', "games")]
+
+
+WRONG_TYPES = [
+    pytest.param("items", {"external_id": "wt1", "title": {"a": 1}},
+                 "title: must be a string, got dict", id="object as title"),
+    pytest.param("items", {"external_id": "wt1", "category": True},
+                 "category: must be a string, got bool", id="boolean as category"),
+    pytest.param("items", {"external_id": "wt1", "title": 1.5},
+                 "title: must be a string, got float", id="float as title"),
+    pytest.param("items", {"external_id": ["wt1"]}, "external_id: must be a string, got list",
+                 id="list as id"),
+    pytest.param("items", {"external_id": "wt1", "price": True},
+                 "price: must be a number, got bool", id="boolean as price"),
+    pytest.param("items", {"external_id": "wt1", "created_at": {"y": 2024}},
+                 "created_at: must be a timestamp", id="object as timestamp"),
+    pytest.param("events", {"user": "tu", "item": "ti", "event_type": "rating", "value": True},
+                 "value: must be a number, got bool", id="boolean as value"),
+    pytest.param("events", {"user": "tu", "item": "ti", "event_type": ["view"]},
+                 "event_type: must be a string, got list", id="list as event type"),
+]
+
+
+@pytest.mark.parametrize(("kind", "record", "message"), WRONG_TYPES)
+def test_jsonl_wrong_type_is_a_row_error(db_url: str, tmp_path: Path, kind: str,
+                                         record: dict[str, Any], message: str) -> None:
+    good = ({"external_id": "wt0"} if kind == "items"
+            else {"user": "tu", "item": "ti", "event_type": "view"})
+    path = tmp_path / f"{kind}.jsonl"
+    path.write_text(json.dumps(good) + "\n" + json.dumps(record) + "\n")
+    with psycopg.connect(db_url) as conn:
+        load_file(conn, "users", _write_csv(tmp_path / "u.csv", "external_id\ntu\n"))
+        load_file(conn, "items", _write_csv(tmp_path / "i.csv", "external_id\nti\n"))
+        before = _counts(conn)
+        with pytest.raises(LoadError) as info:
+            load_file(conn, kind, path)
+        assert info.value.row == 2, str(info.value)
+        assert message in str(info.value)
+        assert _counts(conn) == before
+
+
+def test_parquet_bytes_are_a_row_error(db_url: str, tmp_path: Path) -> None:
+    path = tmp_path / "items.parquet"
+    pq.write_table(pa.table({"external_id": ["pb1", "pb2"], "title": [b"ok", b"\x00\xff"]}),
+                   path)
+    with psycopg.connect(db_url) as conn:
+        before = _counts(conn)
+        with pytest.raises(LoadError) as info:
+            load_file(conn, "items", path)
+        assert info.value.row == 1
+        assert "title: must be a string, got bytes" in str(info.value)
+        assert _counts(conn) == before
+
+
+def test_parquet_integer_ids_load_as_text(db_url: str, tmp_path: Path) -> None:
+    path = tmp_path / "users.parquet"
+    pq.write_table(pa.table({"external_id": pa.array([90001, 90002], pa.int64())}), path)
+    with psycopg.connect(db_url) as conn:
+        assert load_file(conn, "users", path) == 2
+        assert conn.execute("select count(*) from pyembed.users where external_id in "
+                            "('90001', '90002')").fetchone() == (2,)
+
+
+def _nested(depth: int) -> str:
+    return '{"a": ' * depth + "1" + "}" * depth
+
+
+def test_deeply_nested_jsonl_line_is_a_row_error(db_url: str, tmp_path: Path) -> None:
+    path = tmp_path / "users.jsonl"
+    path.write_text('{"external_id": "deep0"}\n'
+                    '{"external_id": "deep1", "attributes": ' + _nested(100_000) + "}\n")
+    with psycopg.connect(db_url) as conn, pytest.raises(LoadError) as info:
+        load_file(conn, "users", path)
+    assert info.value.row == 2
+    assert "nested too deeply" in str(info.value)
+
+
+def test_deeply_nested_attributes_text_is_a_row_error(db_url: str, tmp_path: Path) -> None:
+    nested = _nested(100_000).replace('"', '""')
+    path = _write_csv(tmp_path / "users.csv", f'external_id,attributes\ndeep2,"{nested}"\n')
+    with psycopg.connect(db_url) as conn, pytest.raises(LoadError) as info:
+        load_file(conn, "users", path)
+    assert info.value.row == 1
+    assert "attributes: JSON nested too deeply" in str(info.value)
+
+
+@pytest.mark.parametrize("name", ["users.csv", "users.tsv", "users.parquet"])
+def test_duplicate_header_column_is_refused(db_url: str, tmp_path: Path, name: str) -> None:
+    path = tmp_path / name
+    if name.endswith(".parquet"):
+        pq.write_table(pa.Table.from_arrays([pa.array(["a"]), pa.array(["b"])],
+                                            names=["external_id", "external_id"]), path)
+    else:
+        sep = "," if name.endswith(".csv") else "\t"
+        _write_csv(path, f"external_id{sep}attributes{sep}external_id\ndup1{sep}{sep}dup2\n")
+    with psycopg.connect(db_url) as conn:
+        before = _counts(conn)
+        with pytest.raises(LoadError, match=r"duplicate column\(s\) external_id"):
+            load_file(conn, "users", path)
+        assert _counts(conn) == before
+
+
+def test_load_rows_refuses_a_row_that_is_not_a_mapping(db_url: str) -> None:
+    from pyembed_db.load import load_rows
+
+    with psycopg.connect(db_url) as conn, pytest.raises(LoadError) as info:
+        load_rows(conn, "users", ["external_id"], [{"external_id": "m1"}, ["m2"]])  # type: ignore[list-item]
+    assert info.value.row == 2
+    assert "each row must be a mapping" in str(info.value)
+
+
+def test_events_load_analyzes_users_and_items_it_joins(pg_admin_url: str, tmp_path: Path) -> None:
+    """Right after `load users` / `load items` (autovacuum off here, as if it had not run yet)
+    the events merge must not be planned on missing statistics."""
+    from conftest import create_database, drop_database
+
+    from pyembed_db import migrate
+
+    url = create_database(pg_admin_url)
+    try:
+        migrate.upgrade(url)
+        with psycopg.connect(url) as conn:
+            for table in ("users", "items"):
+                conn.execute(f"alter table pyembed.{table} set (autovacuum_enabled = off)")
+            conn.commit()
+            load_file(conn, "users", _write_csv(tmp_path / "u.csv", "external_id\n" + "".join(
+                f"au{n}\n" for n in range(300))))
+            load_file(conn, "items", _write_csv(tmp_path / "i.csv", "external_id\n" + "".join(
+                f"ai{n}\n" for n in range(500))))
+            stats = "select reltuples from pg_class where oid = %s::regclass"
+            assert conn.execute(stats, ("pyembed.users",)).fetchone() == (-1,)
+            load_file(conn, "events", _write_csv(tmp_path / "e.csv", "user,item,event_type\n"
+                                                 "au1,ai2,view\n"))
+            assert conn.execute(stats, ("pyembed.users",)).fetchone() == (300,)
+            assert conn.execute(stats, ("pyembed.items",)).fetchone() == (500,)
+    finally:
+        drop_database(pg_admin_url, url)

@@ -22,6 +22,9 @@ Columns:
           attributes, created_at]
   events  user, item, event_type, [value, occurred_at]  (user/item are external ids)
 
+CSV quotes fields ("a, b"); TSV has no quoting (a " is an ordinary character). Timestamps:
+ISO 8601 (naive = UTC) or Unix seconds. Limits and types: docs/loading.md.
+
 Examples:
   pyembed-db load items catalog.parquet
   pyembed-db load events clicks.csv --json

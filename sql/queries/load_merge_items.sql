@@ -1,6 +1,7 @@
 insert into pyembed.items as i
     (external_id, title, body, category, tags, price, attributes, created_at)
-select external_id, title, body, category, tags, price, attributes, coalesce(created_at, now())
+select external_id, title, body, category, tags, price, attributes::jsonb,
+       coalesce(created_at, now())
 from stage_items
 order by row_no
 on conflict (external_id, (coalesce(tenant_id, ''))) do update

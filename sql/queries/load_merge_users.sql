@@ -1,5 +1,5 @@
 insert into pyembed.users as u (external_id, attributes, created_at)
-select external_id, attributes, coalesce(created_at, now())
+select external_id, attributes::jsonb, coalesce(created_at, now())
 from stage_users
 order by row_no
 on conflict (external_id, (coalesce(tenant_id, ''))) do update

@@ -5,7 +5,7 @@ drop table if exists pg_temp.stage_users, pg_temp.stage_items, pg_temp.stage_eve
 create temp table stage_users (
     row_no       bigint not null,
     external_id  text not null,
-    attributes   jsonb not null,
+    attributes   text not null,  -- JSON text, checked by the loader; cast in the merge
     created_at   timestamptz
 ) on commit drop;
 
@@ -17,7 +17,7 @@ create temp table stage_items (
     category     text,
     tags         text[] not null,
     price        numeric,
-    attributes   jsonb not null,
+    attributes   text not null,  -- JSON text, checked by the loader; cast in the merge
     created_at   timestamptz
 ) on commit drop;
 
