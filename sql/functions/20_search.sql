@@ -21,20 +21,106 @@ begin
 end
 $$;
 
+-- The argument checks every search and recommendation shares (PE012 / PE011):
+--   k               1..1000, the documented range of every search and recommendation
+--   query           when `dimensions` is given: not null, `dimensions` long, finite, and under
+--                   cosine distance not (near) zero: a zero vector has no direction, and its
+--                   cosine distance to anything is NaN
+-- `model` names the model in the messages. Recommendations call it with k alone.
+--   perform pyembed.check_search_args(k);
+--   perform pyembed.check_search_args(k, query, m.dimensions, m.distance, '1 (minilm)');
+create or replace function pyembed.check_search_args(
+    k integer, query vector default null, dimensions integer default null,
+    distance text default null, model text default null)
+returns void
+language plpgsql immutable security invoker
+set search_path to pg_catalog, public, pg_temp
+as $$
+declare
+    norm double precision;
+begin
+    if k is null or k < 1 or k > 1000 then
+        raise exception 'k must be between 1 and 1000, got %', k using errcode = 'PE012';
+    end if;
+    if dimensions is null then
+        return;
+    end if;
+    if query is null then
+        raise exception 'query vector is null' using errcode = 'PE011';
+    end if;
+    if vector_dims(query) <> dimensions then
+        raise exception 'query has % dimensions, model % has %', vector_dims(query),
+            coalesce(model, '?'), dimensions using errcode = 'PE011';
+    end if;
+    -- pgvector's vector type already rejects NaN and Infinity; the norm (accumulated in double
+    -- precision) is finite exactly when every component is, so this guard costs one pass.
+    norm := vector_norm(query);
+    if norm in ('NaN'::double precision, 'Infinity'::double precision) then
+        raise exception 'query vector contains NaN or Infinity' using errcode = 'PE011';
+    end if;
+    if distance = 'cosine' and norm < 1e-6 then
+        raise exception 'query vector is zero (norm %): cosine distance needs a direction',
+            norm using errcode = 'PE011',
+            hint = 'a text that embeds to nothing, or a vector that was never filled in';
+    end if;
+end
+$$;
+
+-- Estimated milliseconds of each strategy for `passing` rows out of `total` (see
+-- docs/search.md, *Strategies*). Constants fitted on the benchmark machine by
+-- bench/filtered_search_real.py (2 cores, warm shared buffers), per-row costs growing with the
+-- dimension; each can be overridden with a setting, e.g. `set pyembed.search_cost_exact_row =
+-- 0.004` (ms), after running the benchmark on your hardware.
+--   exact_ms   exact_fixed + passing * exact_row
+--   hnsw_ms    hnsw_fixed + tuples * hnsw_tuple, tuples = max(ef_search, fetch / selectivity):
+--              the index entries an iterative scan returns before `fetch` of them pass a filter
+--              independent of the query
+--   break_even the tuples at which the HNSW path would cost as much as the exact one (its scan
+--              is stopped there: a filter anti-correlated with the query falls back to exact
+--              at most that late)
+create or replace function pyembed.search_costs(
+    passing double precision, total double precision, fetch_n integer, ef integer,
+    dimensions integer,
+    out exact_ms double precision, out hnsw_ms double precision,
+    out hnsw_tuples double precision, out break_even double precision)
+language plpgsql stable security invoker
+set search_path to pg_catalog, pg_temp
+as $$
+declare
+    exact_fixed double precision := pyembed.search_setting('search_cost_exact_fixed', 0.25);
+    exact_row double precision := pyembed.search_setting('search_cost_exact_row',
+        0.0012 + 0.0000045 * dimensions);
+    hnsw_fixed double precision := pyembed.search_setting('search_cost_hnsw_fixed', 0.35);
+    hnsw_tuple double precision := pyembed.search_setting('search_cost_hnsw_tuple',
+        0.0015 + 0.000012 * dimensions);
+    s double precision := least(1, greatest(passing, 1) / greatest(total, 1));
+begin
+    exact_ms := exact_fixed + passing * exact_row;
+    hnsw_tuples := least(greatest(ef, fetch_n / s), 1e9);
+    hnsw_ms := hnsw_fixed + hnsw_tuples * hnsw_tuple;
+    break_even := greatest(0, (exact_ms - hnsw_fixed) / hnsw_tuple);
+end
+$$;
+
 -- How pyembed.search will run this query, without running it (jsonb):
 --   function        the per-index function that runs an unfiltered HNSW search with a cached
 --                   plan (see create_search_function), when there is one
 --   strategy        'exact' (scan the rows passing the filter, sort by exact distance) or
 --                   'hnsw' (HNSW index with iterative scan, candidates re-sorted exactly)
---   reason          why; estimated_rows (planner), counted_rows (bounded count, when the
---                   estimate is within 2x of the threshold or the table was never analyzed)
---   selectivity     passing rows / items; exact_threshold, ef_search, max_scan_tuples, fetch
+--   reason          why, with the two estimated costs compared (ms)
+--   costs           {"exact": ms, "hnsw": ms, "hnsw_tuples": n, "break_even_tuples": n}
+--   estimated_rows  planner estimate of the rows passing the filter; counted_rows: a bounded
+--                   count, run when the estimate is within 4x of where the costs cross (or
+--                   the table was never analyzed)
+--   selectivity     passing rows / items; fetch (candidates the HNSW path collects before
+--                   re-sorting: over-fetched under a filter), ef_search, max_scan_tuples (the
+--                   break-even point: past it the exact scan takes over)
 --   storage, index  the HNSW index used and its storage (vector, halfvec, bit)
--- Settings (all optional, e.g. `set pyembed.search_exact_rows = 5000`):
---   pyembed.search_strategy ('exact' | 'hnsw' forces one), pyembed.search_exact_rows (2000),
---   pyembed.search_ef_search (max(200, 2 * fetch)), pyembed.search_max_scan_tuples
---   (max(20000, 4 * fetch / selectivity)), pyembed.search_rerank (candidates per result:
---   vector 1, halfvec 2, bit 40).
+-- Settings (all optional, e.g. `set pyembed.search_strategy = 'exact'`):
+--   pyembed.search_strategy ('exact' | 'hnsw' forces one), pyembed.search_ef_search,
+--   pyembed.search_max_scan_tuples, pyembed.search_rerank (candidates per result: vector 1,
+--   halfvec 2, bit 40), pyembed.search_overfetch (filtered candidates per result, 4),
+--   pyembed.search_cost_* (see search_costs).
 create or replace function pyembed.search_plan(
     query vector, k integer default 10, filters jsonb default '{}',
     exclude_user bigint default null, model_id integer default null)
@@ -51,22 +137,25 @@ declare
     -- Settings are read inline, not through a function: every plpgsql call costs a few
     -- microseconds per transaction, and a plain unfiltered search is a few hundred.
     forced text := coalesce(nullif(current_setting('pyembed.search_strategy', true), ''), 'auto');
-    raw_threshold text := nullif(current_setting('pyembed.search_exact_rows', true), '');
     raw_rerank text := nullif(current_setting('pyembed.search_rerank', true), '');
     raw_ef text := nullif(current_setting('pyembed.search_ef_search', true), '');
     raw_tuples text := nullif(current_setting('pyembed.search_max_scan_tuples', true), '');
-    threshold integer;
+    raw_overfetch text := nullif(current_setting('pyembed.search_overfetch', true), '');
     total double precision;
     explained text;
     estimated double precision;
     counted bigint;
     passing double precision;
+    exact_ms double precision;
+    hnsw_ms double precision;
+    hnsw_tuples double precision;
+    break_even double precision;
+    band double precision;
     strategy text;
     reason text;
     fetch_n integer;
     ef integer;
     max_tuples integer;
-    selectivity double precision;
     prepared text;
 begin
     select em.model_id, em.name, em.dimensions, em.distance,
@@ -80,21 +169,8 @@ begin
     elsif not found then
         raise exception 'unknown model_id %', search_plan.model_id using errcode = 'PE002';
     end if;
-    if query is null then
-        raise exception 'query vector is null' using errcode = 'PE011';
-    end if;
-    if vector_dims(query) <> m.dimensions then
-        raise exception 'query has % dimensions, model % (%) has %', vector_dims(query),
-            m.model_id, m.name, m.dimensions using errcode = 'PE011';
-    end if;
-    -- pgvector's vector type already rejects NaN and Infinity; the norm (accumulated in double
-    -- precision) is finite exactly when every component is, so this guard costs one pass.
-    if vector_norm(query) in ('NaN'::double precision, 'Infinity'::double precision) then
-        raise exception 'query vector contains NaN or Infinity' using errcode = 'PE011';
-    end if;
-    if k is null or k < 1 or k > 1000 then
-        raise exception 'k must be between 1 and 1000, got %', k using errcode = 'PE012';
-    end if;
+    perform pyembed.check_search_args(k, query, m.dimensions, m.distance,
+                                      m.model_id || ' (' || m.name || ')');
     if exclude_user is not null
        and not exists (select from pyembed.users u where u.user_id = exclude_user) then
         raise exception 'unknown user_id %', exclude_user using errcode = 'PE003';
@@ -103,38 +179,61 @@ begin
         raise exception 'pyembed.search_strategy must be auto, exact or hnsw, got %',
             quote_literal(forced) using errcode = 'PE012';
     end if;
-    if coalesce(raw_threshold, raw_rerank, raw_ef, raw_tuples) is not null then
-        threshold := pyembed.search_setting('search_exact_rows', 2000);
+    if coalesce(raw_rerank, raw_ef, raw_tuples, raw_overfetch) is not null then
         perform pyembed.search_setting('search_rerank', 1),
                 pyembed.search_setting('search_ef_search', 1),
-                pyembed.search_setting('search_max_scan_tuples', 1);
+                pyembed.search_setting('search_max_scan_tuples', 1),
+                pyembed.search_setting('search_overfetch', 1);
     end if;
-    threshold := coalesce(threshold, 2000);
 
     storage := m.storage;
     index_name := pyembed.model_index_name(m.model_id, storage);
     select greatest(c.reltuples, 0) into total from pg_class c
     where c.oid = 'pyembed.items'::regclass and c.reltuples >= 0;
+    -- Quantized indexes return approximate distances: fetch more, re-rank with the full vectors.
+    fetch_n := greatest(k, least(1000, k * coalesce(raw_rerank::double precision,
+                        case storage when 'bit' then 40 when 'halfvec' then 2 else 1 end)));
 
     if f <> '{}' then
         fsql := pyembed.filter_sql(f);
-        execute 'explain (format json) select 1 from pyembed.items i where ' || fsql
-            into explained using f;
-        estimated := (explained::jsonb #>> '{0,Plan,Plan Rows}')::double precision;
-        if total is null or estimated between threshold / 2.0 and threshold * 2.0 then
-            execute format('select count(*) from (select from pyembed.items i where %s limit %s) s',
-                           fsql, threshold + 1)
-                into counted using f;
-        end if;
+        -- Under a filter the index returns candidates only nearly in order (relaxed iterative
+        -- scan), and a filter correlated with the query makes that worse: collect several per
+        -- result and keep the nearest (bench/filtered_search_real.py picked 4).
+        fetch_n := greatest(fetch_n, least(1000, ceil(k * coalesce(
+            raw_overfetch::double precision, 4)))::integer);
     else
         prepared := pyembed.search_function_name(index_name);
         if to_regproc('pyembed.' || prepared) is null then
             prepared := null;
         end if;
     end if;
-    -- A count that reached the limit is only a lower bound: keep the estimate when larger.
-    passing := case when counted <= threshold then counted
+    -- 200 candidates per layer-0 search: recall@10 ~0.99 on 100k x 384 (bench/filtered_search).
+    ef := least(1000, coalesce(raw_ef::double precision, greatest(200, 2 * fetch_n)));
+
+    if fsql <> 'true' then
+        execute 'explain (format json) select 1 from pyembed.items i where ' || fsql
+            into explained using f;
+        estimated := (explained::jsonb #>> '{0,Plan,Plan Rows}')::double precision;
+        select * into exact_ms, hnsw_ms, hnsw_tuples, break_even
+        from pyembed.search_costs(estimated, coalesce(total, estimated), fetch_n, ef,
+                                  m.dimensions);
+        -- Unsure: never analyzed, or the two costs within 4x of each other. A count that stops
+        -- at 4x the rows where the costs cross is cheap next to either path.
+        if total is null or exact_ms between hnsw_ms / 4 and hnsw_ms * 4 then
+            band := greatest(k, estimated) * 4 * greatest(1, hnsw_ms / exact_ms);
+            execute format('select count(*) from (select from pyembed.items i where %s limit %s) s',
+                           fsql, least(ceil(band), 1e8)::bigint + 1)
+                into counted using f;
+        end if;
+    end if;
+    -- A count that reached its limit is only a lower bound: keep the estimate when larger.
+    passing := case when counted is null then coalesce(estimated, total)
+                    when counted <= ceil(band) then counted
                     else greatest(counted, coalesce(estimated, total)) end;
+    if fsql <> 'true' then
+        select * into exact_ms, hnsw_ms, hnsw_tuples, break_even
+        from pyembed.search_costs(passing, coalesce(total, passing), fetch_n, ef, m.dimensions);
+    end if;
 
     if to_regclass('pyembed.' || index_name) is null then
         strategy := 'exact';
@@ -145,31 +244,28 @@ begin
     elsif fsql = 'true' then
         strategy := 'hnsw';
         reason := 'no filter';
-    elsif passing <= threshold then
-        strategy := 'exact';
-        reason := format('%s rows pass the filter <= %s (pyembed.search_exact_rows)',
-                         passing::bigint, threshold);
     else
-        strategy := 'hnsw';
-        reason := format('~%s rows pass the filter > %s (pyembed.search_exact_rows)',
-                         passing::bigint, threshold);
+        strategy := case when exact_ms <= hnsw_ms then 'exact' else 'hnsw' end;
+        reason := format('%s rows pass the filter: exact ~%s ms %s hnsw ~%s ms (%s index tuples)',
+                         passing::bigint, round(exact_ms::numeric, 2),
+                         case when exact_ms <= hnsw_ms then '<=' else '>' end,
+                         round(hnsw_ms::numeric, 2), round(hnsw_tuples::numeric));
     end if;
-
-    selectivity := case when total > 0 then least(passing / total, 1) end;
-    -- Quantized indexes return approximate distances: fetch more, re-rank with the full vectors.
-    fetch_n := greatest(k, least(1000, k * coalesce(raw_rerank::double precision,
-                        case storage when 'bit' then 40 when 'halfvec' then 2 else 1 end)));
-    -- 200 candidates per layer-0 search: recall@10 ~0.99 on 100k x 384 (bench/filtered_search).
-    ef := least(1000, coalesce(raw_ef::double precision, greatest(200, 2 * fetch_n)));
+    -- The scan stops where the exact path would have been cheaper (then it takes over).
     max_tuples := least(1000000, coalesce(raw_tuples::double precision,
-        greatest(20000, ceil(4 * fetch_n / greatest(coalesce(selectivity, 1), 1e-6)))));
+        case when fsql = 'true' then 20000
+             else greatest(20000, 2 * hnsw_tuples, break_even) end));
 
     return jsonb_build_object(
         'strategy', strategy, 'reason', reason, 'model_id', m.model_id,
         'dimensions', m.dimensions, 'distance', m.distance, 'storage', storage,
         'index', index_name, 'filter_sql', fsql, 'k', k, 'fetch', fetch_n,
         'estimated_rows', estimated, 'counted_rows', counted, 'total_rows', total,
-        'selectivity', selectivity, 'exact_threshold', threshold,
+        'selectivity', case when total > 0 then least(passing / total, 1) end,
+        'costs', case when fsql <> 'true' then jsonb_build_object(
+            'exact_ms', round(exact_ms::numeric, 3), 'hnsw_ms', round(hnsw_ms::numeric, 3),
+            'hnsw_tuples', round(hnsw_tuples::numeric),
+            'break_even_tuples', round(break_even::numeric)) end,
         'ef_search', ef, 'max_scan_tuples', max_tuples, 'exclude_user', exclude_user,
         'function', prepared);
 end
@@ -177,7 +273,8 @@ $$;
 
 -- The SQL text of one strategy, from a plan made by search_plan. Parameters:
 -- $1 filters, $2 query, $3 excluded item ids, $4 candidates to fetch, $5 k.
--- Returns one row: (ids bigint[], distances double precision[]), best first.
+-- Returns one row: (ids bigint[], distances double precision[], collected bigint): the k best
+-- first, and how many candidates the index path collected (fewer than $4: its scan stopped).
 create or replace function pyembed.search_sql(plan jsonb, strategy text) returns text
 language plpgsql immutable security invoker
 set search_path to pg_catalog, pg_temp
@@ -188,11 +285,11 @@ declare
     storage text := plan->>'storage';
     op text := case plan->>'distance' when 'cosine' then '<=>' when 'l2' then '<->' else '<#>' end;
     filtered boolean := plan->>'filter_sql' <> 'true';
-    -- Only with an excluded user: even an empty "<> all" costs the planner time.
+    -- Only when excluding: even an empty "<> all" costs the planner time.
     excluding text := case when plan->>'exclude_user' is not null
+                             or (plan->>'excluding')::boolean
                            then ' and ie.item_id <> all ($3)' else '' end;
     indexed text;
-    candidates text;
 begin
     if storage not in ('vector', 'halfvec', 'bit') then
         raise exception 'unknown index storage %', quote_literal(storage) using errcode = '22023';
@@ -200,7 +297,8 @@ begin
     if strategy = 'exact' then
         -- No cast on the column: this ORDER BY cannot match the HNSW index, so it is exact.
         return format($q$
-            select array_agg(item_id order by d, item_id), array_agg(d order by d, item_id)
+            select array_agg(item_id order by d, item_id), array_agg(d order by d, item_id),
+                   count(*)
             from (select ie.item_id, ie.embedding %s $2 as d
                   from pyembed.item_embeddings ie
                   join pyembed.items i on i.item_id = ie.item_id
@@ -213,24 +311,20 @@ begin
         when 'bit' then format('binary_quantize(ie.embedding)::bit(%1$s) <~> '
                                'binary_quantize($2)::bit(%1$s)', dims)
         else format('(ie.embedding::%1$s(%2$s)) %3$s ($2::%1$s(%2$s))', storage, dims, op) end;
-    -- Candidates in index order (relaxed: nearly sorted), then sorted by exact distance. With
-    -- float32 storage the indexed distance is exact; quantized storage re-ranks the candidates
-    -- with the full vectors.
-    candidates := format($q$
-        select ie.item_id, %s as d
-        from pyembed.item_embeddings ie %s
-        where ie.model_id = %s and (%s)%s
-        order by %s
-        limit $4$q$,
+    -- Candidates in index order (relaxed: nearly sorted), then the k nearest of them by exact
+    -- distance. With float32 storage the indexed distance is exact; quantized storage re-ranks
+    -- the candidates with the full vectors.
+    return format($q$
+        select (array_agg(item_id order by d, item_id))[1:$5],
+               (array_agg(d order by d, item_id))[1:$5], count(*)
+        from (select ie.item_id, %s as d
+              from pyembed.item_embeddings ie %s
+              where ie.model_id = %s and (%s)%s
+              order by %s
+              limit $4) c$q$,
         case storage when 'vector' then indexed else format('ie.embedding %s $2', op) end,
         case when filtered then 'join pyembed.items i on i.item_id = ie.item_id' else '' end,
         model, plan->>'filter_sql', excluding, indexed);
-    -- `+ 0`: with relaxed_order the index returns candidates only nearly sorted, but the
-    -- planner would take them as sorted by d and merely finish the sort (incremental sort).
-    return format($q$
-        select array_agg(item_id order by d, item_id), array_agg(d order by d, item_id)
-        from (select c.item_id, c.d + 0 as d from (%s) c order by c.d + 0, c.item_id limit $5) r$q$,
-        candidates);
 end
 $$;
 
@@ -270,11 +364,14 @@ begin
     statement := pyembed.search_sql(jsonb_build_object(
         'dimensions', m.dimensions, 'model_id', m.model_id, 'storage', storage,
         'distance', m.distance, 'filter_sql', 'true', 'exclude_user', 0), 'hnsw');
+    -- Dropped first: an upgrade may change its OUT columns, which `create or replace` refuses.
+    execute format('drop function if exists pyembed.%I(jsonb, vector, bigint[], integer, integer, '
+                   'integer, integer)', fn);
     execute format($f$
-        create or replace function pyembed.%I(
+        create function pyembed.%I(
             filters jsonb, query vector, excluded bigint[], fetch_n integer, k integer,
             ef_search integer, max_scan_tuples integer,
-            out ids bigint[], out distances double precision[])
+            out ids bigint[], out distances double precision[], out collected bigint)
         language plpgsql stable security invoker
         set search_path to pg_catalog, public, pg_temp
         set hnsw.iterative_scan to 'relaxed_order'
@@ -288,7 +385,7 @@ begin
             perform set_config('hnsw.ef_search', ef_search::text, true),
                     set_config('hnsw.max_scan_tuples', max_scan_tuples::text, true);
             %s
-            into ids, distances;
+            into ids, distances, collected;
         end
         $body$$f$, fn, statement);
     execute format('revoke all on function pyembed.%I from public', fn);
@@ -303,9 +400,10 @@ $gen$;
 -- index scans continue past ef_search until enough rows pass the filter (up to
 -- max_scan_tuples); enable_sort off steers the planner to the ordered index scan rather than
 -- filter-then-sort.
+drop function if exists pyembed.search_run_hnsw(jsonb, vector, jsonb, bigint[]);
 create or replace function pyembed.search_run_hnsw(
     plan jsonb, query vector, filters jsonb, excluded bigint[],
-    out ids bigint[], out distances double precision[])
+    out ids bigint[], out distances double precision[], out collected bigint)
 language plpgsql volatile security invoker
 set search_path to pg_catalog, public, pg_temp
 set hnsw.iterative_scan to 'relaxed_order'
@@ -316,15 +414,19 @@ as $$
 begin
     perform set_config('hnsw.ef_search', plan->>'ef_search', true),
             set_config('hnsw.max_scan_tuples', plan->>'max_scan_tuples', true);
-    execute pyembed.search_sql(plan, 'hnsw') into ids, distances
+    execute pyembed.search_sql(plan, 'hnsw') into ids, distances, collected
         using filters, query, excluded, (plan->>'fetch')::integer, (plan->>'k')::integer;
 end
 $$;
 
 -- Runs a plan made by search_plan: (ids, distances) best first, and whether the exact scan
--- took over because the index path found fewer than k rows (its scan hit max_scan_tuples).
+-- took over because the index path collected fewer candidates than it asked for (its scan
+-- reached max_scan_tuples, the break-even point, or fewer rows pass the filter than that).
+-- `also_exclude`: more item ids to leave out (search_similar's own item).
+drop function if exists pyembed.search_execute(jsonb, vector, jsonb, bigint);
 create or replace function pyembed.search_execute(
     plan jsonb, query vector, filters jsonb, exclude_user bigint,
+    also_exclude bigint[] default '{}',
     out ids bigint[], out distances double precision[], out fallback boolean)
 language plpgsql volatile security invoker
 set search_path to pg_catalog, public, pg_temp
@@ -332,28 +434,34 @@ as $$
 declare
     f jsonb := coalesce(filters, '{}');
     excluded bigint[] := case when exclude_user is not null
-                              then pyembed.user_item_ids(exclude_user) else '{}' end;
+                              then pyembed.user_item_ids(exclude_user) else '{}' end
+                         || coalesce(also_exclude, '{}');
+    fetch_n integer := (plan->>'fetch')::integer;
     k integer := (plan->>'k')::integer;
+    collected bigint;
 begin
     fallback := false;
+    if cardinality(excluded) > 0 then
+        plan := plan || '{"excluding": true}';
+    end if;
     if plan->>'strategy' = 'hnsw' and plan->>'function' is not null then
-        execute format('select f.ids, f.distances from pyembed.%I($1, $2, $3, $4, $5, $6, $7) f',
-                       plan->>'function')
-            into ids, distances
-            using f, query, excluded, (plan->>'fetch')::integer, k,
+        execute format('select f.ids, f.distances, f.collected '
+                       'from pyembed.%I($1, $2, $3, $4, $5, $6, $7) f', plan->>'function')
+            into ids, distances, collected
+            using f, query, excluded, fetch_n, k,
                   (plan->>'ef_search')::integer, (plan->>'max_scan_tuples')::integer;
     elsif plan->>'strategy' = 'hnsw' then
-        select r.ids, r.distances into ids, distances
+        select r.ids, r.distances, r.collected into ids, distances, collected
         from pyembed.search_run_hnsw(plan, query, f, excluded) r;
     end if;
-    if plan->>'strategy' = 'hnsw' and coalesce(cardinality(ids), 0) < k then
-        raise debug 'pyembed.search: HNSW found % < % rows, falling back to exact',
-            coalesce(cardinality(ids), 0), k;
+    if plan->>'strategy' = 'hnsw' and coalesce(collected, 0) < fetch_n then
+        raise debug 'pyembed.search: HNSW collected % < % candidates, falling back to exact',
+            coalesce(collected, 0), fetch_n;
         fallback := true;
     end if;
     if plan->>'strategy' = 'exact' or fallback then
-        execute pyembed.search_sql(plan, 'exact') into ids, distances
-            using f, query, excluded, (plan->>'fetch')::integer, k;
+        execute pyembed.search_sql(plan, 'exact') into ids, distances, collected
+            using f, query, excluded, fetch_n, k;
     end if;
     ids := coalesce(ids, '{}');
     distances := coalesce(distances, '{}');
@@ -429,7 +537,11 @@ declare
     m integer := coalesce(search_similar.model_id, pyembed.active_model_id());
     source_id bigint := similar_to;
     v vector;
+    plan jsonb;
+    found_ids bigint[];
+    found_distances double precision[];
 begin
+    perform pyembed.check_search_args(k);
     if not exists (select from pyembed.items i where i.item_id = source_id) then
         raise exception 'unknown item_id %', source_id using errcode = 'PE004';
     end if;
@@ -439,15 +551,16 @@ begin
         raise exception 'item % has no vector for model % yet', source_id, m
             using errcode = 'PE004', hint = 'run the worker (`pyembed-db worker --once`)';
     end if;
-    if k is null or k < 1 or k > 1000 then
-        raise exception 'k must be between 1 and 1000, got %', k using errcode = 'PE012';
-    end if;
+    -- The item is excluded inside the search (not dropped from k + 1 results), so k = 1000,
+    -- the top of the range, works too.
+    plan := pyembed.search_plan(v, k, filters, exclude_user, m);
+    select r.ids, r.distances into found_ids, found_distances
+    from pyembed.search_execute(plan, v, filters, exclude_user, array[source_id]) r;
     return query
-        select s.item_id, s.external_id, s.title, s.distance
-        from pyembed.search(v, k + 1, filters, exclude_user, m) s
-        where s.item_id <> source_id
-        order by s.distance, s.item_id
-        limit k;
+        select i.item_id, i.external_id, i.title, x.d
+        from unnest(found_ids, found_distances) with ordinality as x(id, d, o)
+        join pyembed.items i on i.item_id = x.id
+        order by x.o;
 end
 $$;
 
@@ -473,9 +586,7 @@ declare
     vector_ids bigint[] := '{}';
     vector_distances double precision[] := '{}';
 begin
-    if k is null or k < 1 or k > 1000 then
-        raise exception 'k must be between 1 and 1000, got %', k using errcode = 'PE012';
-    end if;
+    perform pyembed.check_search_args(k);
     if rrf_k is null or rrf_k < 1 then
         raise exception 'rrf_k must be >= 1, got %', rrf_k using errcode = 'PE012';
     end if;

@@ -39,7 +39,12 @@ declare
         -- helpers of the search functions (sql/functions/20_search.sql)
         'jsonb_text_array', 'jsonb_bigint_array', 'filter_check_array', 'filter_range',
         'filter_condition', 'search_setting', 'search_sql', 'search_execute', 'search_run_hnsw',
-        'user_item_ids', 'model_index_name', 'search_function_name'
+        'user_item_ids', 'model_index_name', 'search_function_name',
+        -- filter grammar and search checks (15_filters.sql, 20_search.sql)
+        'check_search_args', 'search_costs', 'filter_path', 'filter_value', 'filter_operator',
+        'filter_check_scalar', 'filter_attribute', 'filter_attributes', 'filter_node',
+        'attribute_number', 'attribute_text', 'attribute_boolean', 'attribute_timestamp',
+        'jsonb_numeric_array'
     ];
 begin
     for fn in
