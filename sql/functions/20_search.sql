@@ -251,10 +251,13 @@ begin
                          case when exact_ms <= hnsw_ms then '<=' else '>' end,
                          round(hnsw_ms::numeric, 2), round(hnsw_tuples::numeric));
     end if;
-    -- The scan stops where the exact path would have been cheaper (then it takes over).
+    -- The scan stops at twice the tuples a filter independent of the query needs, or where the
+    -- exact path would have been cheaper when that is later; then the exact path takes over. A
+    -- filter anti-correlated with the query (its rows far from it) costs at most about twice
+    -- the exact path, instead of a scan through most of the index.
     max_tuples := least(1000000, coalesce(raw_tuples::double precision,
         case when fsql = 'true' then 20000
-             else greatest(20000, 2 * hnsw_tuples, break_even) end));
+             else greatest(ef, 2 * hnsw_tuples, break_even) end));
 
     return jsonb_build_object(
         'strategy', strategy, 'reason', reason, 'model_id', m.model_id,
@@ -328,51 +331,75 @@ begin
 end
 $$;
 
--- Unfiltered HNSW searches, the most common kind, get a function of their own per index,
--- pyembed.search_<index name>, holding the statement of search_sql as static SQL: PostgreSQL
--- then plans it once per session instead of on every call (EXECUTE plans each time, and planning
--- costs half as much as running the query). force_generic_plan keeps the plan even though LIMIT
--- is a parameter. A generic plan costs that LIMIT as 10% of the rows, which on a small catalog
--- makes scanning every vector and sorting look cheaper than the index: enable_sort and
--- enable_seqscan off keep it on the index (the final sort of k rows is in every plan, so it
--- decides nothing). Parameters $1..$7 are
--- those of search_sql plus ef_search and max_scan_tuples. ensure_model_index creates it; the
--- end of this file re-creates them all, so they follow every change of search_sql.
+-- Unfiltered HNSW searches, the most common kind, run in pyembed.search_unfiltered: one
+-- function holding, for every model with an HNSW index, the statement of search_sql as static
+-- SQL (a branch per model). PostgreSQL then plans each statement once per session instead of on
+-- every call (EXECUTE plans each time, and planning costs about half as much as running the
+-- query), and pyembed.search calls it without a plan or a dynamic call. force_generic_plan keeps
+-- the plan even though LIMIT is a parameter. A generic plan costs that LIMIT as 10% of the rows,
+-- which on a small catalog makes scanning every vector and sorting look cheaper than the index:
+-- enable_sort and enable_seqscan off keep it on the index (the final sort of k rows is in every
+-- plan, so it decides nothing). Parameters $1..$5 are those of search_sql; fetch_n, ef_search
+-- and max_scan_tuples null take the model's defaults; model_id null is the active model. OUT
+-- complete: true (ids, distances are the answer), false (the scan collected fewer than fetch_n
+-- candidates: run the exact path), null (no branch for this model: run the general path).
+-- ensure_model_index re-creates it (through create_search_function), and so does the end of
+-- this file, so it follows every change of search_sql.
 create or replace function pyembed.search_function_name(index_name text) returns text
 language sql immutable security invoker  -- inlined, like model_index_name
 as $$
-    select 'search_' || index_name
+    select 'search_unfiltered'
 $$;
 
-create or replace function pyembed.create_search_function(p_model_id integer) returns text
+create or replace function pyembed.create_search_function(p_model_id integer default null)
+returns text
 language plpgsql volatile security invoker
 set search_path to pg_catalog, public, pg_temp
 as $gen$
 declare
     m record;
     storage text;
-    fn text;
-    statement text;
+    rerank integer;
+    branches text := '';
 begin
-    select * into m from pyembed.embedding_models where model_id = p_model_id;
-    if not found then
+    if p_model_id is not null
+       and not exists (select from pyembed.embedding_models where model_id = p_model_id) then
         raise exception 'unknown model_id %', p_model_id using errcode = 'PE002';
     end if;
-    storage := coalesce(m.config->>'index_storage', 'vector');
-    fn := pyembed.search_function_name(pyembed.model_index_name(p_model_id, storage));
-    -- exclude_user set: the statement always filters $3 (empty when nobody is excluded).
-    statement := pyembed.search_sql(jsonb_build_object(
-        'dimensions', m.dimensions, 'model_id', m.model_id, 'storage', storage,
-        'distance', m.distance, 'filter_sql', 'true', 'exclude_user', 0), 'hnsw');
-    -- Dropped first: an upgrade may change its OUT columns, which `create or replace` refuses.
-    execute format('drop function if exists pyembed.%I(jsonb, vector, bigint[], integer, integer, '
-                   'integer, integer)', fn);
+    for m in select * from pyembed.embedding_models order by model_id loop
+        storage := coalesce(m.config->>'index_storage', 'vector');
+        continue when to_regclass(format('pyembed.%I', pyembed.model_index_name(m.model_id,
+                                                                                 storage))) is null;
+        rerank := case storage when 'bit' then 40 when 'halfvec' then 2 else 1 end;
+        -- Integers and whitelisted words only (the model name goes through %L).
+        branches := branches || format($b$
+            %s model_id = %s then
+                perform pyembed.check_search_args(k, query, %s, %L, %L);
+                fetch_n := coalesce(fetch_n, greatest(k, least(1000, k * %s)));
+                perform set_config('hnsw.ef_search',
+                                   coalesce(ef_search, least(1000, greatest(200, 2 * fetch_n)))::text,
+                                   true),
+                        set_config('hnsw.max_scan_tuples', coalesce(max_scan_tuples, 20000)::text,
+                                   true);
+                %s
+                into ids, distances, collected;$b$,
+            case when branches = '' then 'if' else 'elsif' end, m.model_id, m.dimensions,
+            m.distance, m.model_id || ' (' || m.name || ')', rerank,
+            pyembed.search_sql(jsonb_build_object(
+                'dimensions', m.dimensions, 'model_id', m.model_id, 'storage', storage,
+                'distance', m.distance, 'filter_sql', 'true', 'excluding', true), 'hnsw'));
+    end loop;
+    branches := case when branches = '' then 'return;'
+                     else branches || E'\n            else\n                return;\n            end if;'
+                end;
+    execute 'drop function if exists pyembed.search_unfiltered(jsonb, vector, bigint[], integer, '
+            'integer, integer, integer, integer)';
     execute format($f$
-        create function pyembed.%I(
+        create function pyembed.search_unfiltered(
             filters jsonb, query vector, excluded bigint[], fetch_n integer, k integer,
-            ef_search integer, max_scan_tuples integer,
-            out ids bigint[], out distances double precision[], out collected bigint)
-        language plpgsql stable security invoker
+            ef_search integer, max_scan_tuples integer, model_id integer,
+            out ids bigint[], out distances double precision[], out complete boolean)
+        language plpgsql volatile security invoker
         set search_path to pg_catalog, public, pg_temp
         set hnsw.iterative_scan to 'relaxed_order'
         set hnsw.ef_search to 40
@@ -381,16 +408,20 @@ begin
         set enable_sort to off
         set enable_seqscan to off
         as $body$
+        declare
+            collected bigint;
         begin
-            perform set_config('hnsw.ef_search', ef_search::text, true),
-                    set_config('hnsw.max_scan_tuples', max_scan_tuples::text, true);
+            if model_id is null then
+                select em.model_id into model_id from pyembed.embedding_models em
+                where em.status = 'active';
+            end if;
             %s
-            into ids, distances, collected;
+            complete := collected >= fetch_n;
         end
-        $body$$f$, fn, statement);
-    execute format('revoke all on function pyembed.%I from public', fn);
-    execute format('grant execute on function pyembed.%I to pyembed_reader', fn);
-    return fn;
+        $body$$f$, branches);
+    execute 'revoke all on function pyembed.search_unfiltered from public';
+    execute 'grant execute on function pyembed.search_unfiltered to pyembed_reader';
+    return 'search_unfiltered';
 end
 $gen$;
 
@@ -445,12 +476,13 @@ begin
         plan := plan || '{"excluding": true}';
     end if;
     if plan->>'strategy' = 'hnsw' and plan->>'function' is not null then
-        execute format('select f.ids, f.distances, f.collected '
-                       'from pyembed.%I($1, $2, $3, $4, $5, $6, $7) f', plan->>'function')
-            into ids, distances, collected
-            using f, query, excluded, fetch_n, k,
-                  (plan->>'ef_search')::integer, (plan->>'max_scan_tuples')::integer;
-    elsif plan->>'strategy' = 'hnsw' then
+        select u.ids, u.distances, case u.complete when true then fetch_n when false then 0 end
+        into ids, distances, collected
+        from pyembed.search_unfiltered(f, query, excluded, fetch_n, k,
+            (plan->>'ef_search')::integer, (plan->>'max_scan_tuples')::integer,
+            (plan->>'model_id')::integer) u;
+    end if;
+    if plan->>'strategy' = 'hnsw' and collected is null then
         select r.ids, r.distances, r.collected into ids, distances, collected
         from pyembed.search_run_hnsw(plan, query, f, excluded) r;
     end if;
@@ -490,12 +522,26 @@ language plpgsql volatile security invoker
 set search_path to pg_catalog, public, pg_temp
 as $$
 declare
-    plan jsonb := pyembed.search_plan(query, k, filters, exclude_user, model_id);
+    plan jsonb;
     found_ids bigint[];
     found_distances double precision[];
+    complete boolean;
 begin
-    select r.ids, r.distances into found_ids, found_distances
-    from pyembed.search_execute(plan, query, filters, exclude_user) r;
+    -- The common case (no filter, nobody excluded, default settings) skips the plan: one static
+    -- call of the per-model statements in search_unfiltered (plans cached per session).
+    if (filters is null or filters = '{}') and exclude_user is null
+       and coalesce(current_setting('pyembed.search_strategy', true), '') in ('', 'auto')
+       and coalesce(current_setting('pyembed.search_ef_search', true), '')
+           || coalesce(current_setting('pyembed.search_rerank', true), '')
+           || coalesce(current_setting('pyembed.search_max_scan_tuples', true), '') = '' then
+        select u.ids, u.distances, u.complete into found_ids, found_distances, complete
+        from pyembed.search_unfiltered('{}', query, '{}', null, k, null, null, model_id) u;
+    end if;
+    if complete is not true then
+        plan := pyembed.search_plan(query, k, filters, exclude_user, model_id);
+        select r.ids, r.distances into found_ids, found_distances
+        from pyembed.search_execute(plan, query, filters, exclude_user) r;
+    end if;
     return query
         select i.item_id, i.external_id, i.title, x.d
         from unnest(found_ids, found_distances) with ordinality as x(id, d, o)
@@ -643,17 +689,17 @@ begin
 end
 $$;
 
--- Re-create the per-index search functions of every indexed model (see create_search_function).
+-- Re-create search_unfiltered from the current models and indexes, and drop the per-index
+-- functions of earlier releases (pyembed.search_item_embeddings_hnsw_m<id>...).
 do $$
 declare
-    m record;
+    fn regprocedure;
 begin
-    for m in select model_id, coalesce(config->>'index_storage', 'vector') as storage
-             from pyembed.embedding_models loop
-        if to_regclass(format('pyembed.%I', pyembed.model_index_name(m.model_id, m.storage)))
-           is not null then
-            perform pyembed.create_search_function(m.model_id);
-        end if;
+    for fn in select p.oid::regprocedure from pg_proc p
+              where p.pronamespace = 'pyembed'::regnamespace
+                and p.proname like 'search\_item\_embeddings\_hnsw\_%' loop
+        execute format('drop function %s', fn);
     end loop;
+    perform pyembed.create_search_function();
 end
 $$;

@@ -44,7 +44,7 @@ declare
         'check_search_args', 'search_costs', 'filter_path', 'filter_value', 'filter_operator',
         'filter_check_scalar', 'filter_attribute', 'filter_attributes', 'filter_node',
         'attribute_number', 'attribute_text', 'attribute_boolean', 'attribute_timestamp',
-        'jsonb_numeric_array'
+        'jsonb_numeric_array', 'search_unfiltered'
     ];
 begin
     for fn in
