@@ -264,6 +264,8 @@ def main() -> None:
     parser.add_argument("--data-dir", default="/tmp/pyembed-bench-real")
     parser.add_argument("--shared-buffers", default="1GB")
     parser.add_argument("--rebuild", action="store_true")
+    parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
+                        help="a pyembed.search_* setting for the run (experiments)")
     args = parser.parse_args()
 
     corpus = CORPORA[args.corpus]()
@@ -283,6 +285,9 @@ def main() -> None:
     apply_functions(url, args.functions_from)
     try:
         with connect(url, autocommit=True) as conn:
+            for setting in args.set:
+                name, value = setting.split("=", 1)
+                conn.execute("select set_config(%s, %s, false)", (f"pyembed.{name}", value))
             model_id = conn.execute("select pyembed.active_model_id()").fetchone()[0]
             dims = corpus.vectors.shape[1]
             ext = dict(conn.execute("select external_id, item_id from pyembed.items").fetchall())
@@ -307,6 +312,7 @@ def main() -> None:
     path = RESULTS / f"filtered_search_real_{args.corpus}_{args.label}.json"
     path.write_text(json.dumps({"corpus": args.corpus, "items": len(ids), "dims": dims,
                                 "queries": args.queries, "functions_from": args.functions_from,
+                                "settings": args.set,
                                 "rows": rows, "unfiltered": overhead, "fitted": constants},
                                indent=2, default=str))
     print(f"saved {path}")

@@ -78,11 +78,15 @@ $$;
 --   break_even the tuples at which the HNSW path would cost as much as the exact one (its scan
 --              is stopped there: a filter anti-correlated with the query falls back to exact
 --              at most that late)
+--   first_batch_ms  the index scan's first batch (ef_search tuples), its cheapest outcome
+drop function if exists pyembed.search_costs(double precision, double precision, integer, integer,
+                                             integer);
 create or replace function pyembed.search_costs(
     passing double precision, total double precision, fetch_n integer, ef integer,
     dimensions integer,
     out exact_ms double precision, out hnsw_ms double precision,
-    out hnsw_tuples double precision, out break_even double precision)
+    out hnsw_tuples double precision, out break_even double precision,
+    out first_batch_ms double precision)
 language plpgsql stable security invoker
 set search_path to pg_catalog, pg_temp
 as $$
@@ -99,6 +103,7 @@ begin
     hnsw_tuples := least(greatest(ef, fetch_n / s), 1e9);
     hnsw_ms := hnsw_fixed + hnsw_tuples * hnsw_tuple;
     break_even := greatest(0, (exact_ms - hnsw_fixed) / hnsw_tuple);
+    first_batch_ms := hnsw_fixed + ef * hnsw_tuple;
 end
 $$;
 
@@ -110,8 +115,8 @@ $$;
 --   reason          why, with the two estimated costs compared (ms)
 --   costs           {"exact": ms, "hnsw": ms, "hnsw_tuples": n, "break_even_tuples": n}
 --   estimated_rows  planner estimate of the rows passing the filter; counted_rows: a bounded
---                   count, run when the estimate is within 4x of where the costs cross (or
---                   the table was never analyzed)
+--                   count (stopping at count_limit rows), run when the two costs are within
+--                   4x of each other (or the table was never analyzed)
 --   selectivity     passing rows / items; fetch (candidates the HNSW path collects before
 --                   re-sorting: over-fetched under a filter), ef_search, max_scan_tuples (the
 --                   break-even point: past it the exact scan takes over)
@@ -150,6 +155,8 @@ declare
     hnsw_ms double precision;
     hnsw_tuples double precision;
     break_even double precision;
+    first_batch_ms double precision;
+    probing boolean := false;
     band double precision;
     strategy text;
     reason text;
@@ -214,13 +221,14 @@ begin
         execute 'explain (format json) select 1 from pyembed.items i where ' || fsql
             into explained using f;
         estimated := (explained::jsonb #>> '{0,Plan,Plan Rows}')::double precision;
-        select * into exact_ms, hnsw_ms, hnsw_tuples, break_even
+        select * into exact_ms, hnsw_ms, hnsw_tuples, break_even, first_batch_ms
         from pyembed.search_costs(estimated, coalesce(total, estimated), fetch_n, ef,
                                   m.dimensions);
         -- Unsure: never analyzed, or the two costs within 4x of each other. A count that stops
         -- at 4x the rows where the costs cross is cheap next to either path.
         if total is null or exact_ms between hnsw_ms / 4 and hnsw_ms * 4 then
-            band := greatest(k, estimated) * 4 * greatest(1, hnsw_ms / exact_ms);
+            -- ~ the rows at which the costs cross, scaled from the estimate (exact is linear)
+            band := 4 * greatest(k, estimated * hnsw_ms / greatest(exact_ms, 1e-9));
             execute format('select count(*) from (select from pyembed.items i where %s limit %s) s',
                            fsql, least(ceil(band), 1e8)::bigint + 1)
                 into counted using f;
@@ -231,7 +239,7 @@ begin
                     when counted <= ceil(band) then counted
                     else greatest(counted, coalesce(estimated, total)) end;
     if fsql <> 'true' then
-        select * into exact_ms, hnsw_ms, hnsw_tuples, break_even
+        select * into exact_ms, hnsw_ms, hnsw_tuples, break_even, first_batch_ms
         from pyembed.search_costs(passing, coalesce(total, passing), fetch_n, ef, m.dimensions);
     end if;
 
@@ -250,13 +258,24 @@ begin
                          passing::bigint, round(exact_ms::numeric, 2),
                          case when exact_ms <= hnsw_ms then '<=' else '>' end,
                          round(hnsw_ms::numeric, 2), round(hnsw_tuples::numeric));
+        -- A filter correlated with the query can pass `fetch` of the query's nearest `ef`
+        -- rows, which the first batch of the index scan returns: when that batch costs under a
+        -- tenth of the exact path, try it first (and stop there: max_scan_tuples = ef).
+        if strategy = 'exact' and exact_ms >= 10 * first_batch_ms then
+            strategy := 'hnsw';
+            probing := true;
+            reason := reason || format(', but the first index batch (~%s ms) is tried first',
+                                       round(first_batch_ms::numeric, 2));
+        end if;
     end if;
-    -- The scan stops at twice the tuples a filter independent of the query needs, or where the
-    -- exact path would have been cheaper when that is later; then the exact path takes over. A
-    -- filter anti-correlated with the query (its rows far from it) costs at most about twice
-    -- the exact path, instead of a scan through most of the index.
+    -- Under a filter the scan stops at twice the tuples a filter independent of the query
+    -- needs, or where the exact path would have been cheaper when that is later (after the
+    -- first batch when probing); then the exact path takes over. A filter anti-correlated with
+    -- the query (its rows far from it) then costs at most about twice the exact path, instead
+    -- of a scan through most of the index.
     max_tuples := least(1000000, coalesce(raw_tuples::double precision,
         case when fsql = 'true' then 20000
+             when probing then ef
              else greatest(ef, 2 * hnsw_tuples, break_even) end));
 
     return jsonb_build_object(
@@ -264,11 +283,13 @@ begin
         'dimensions', m.dimensions, 'distance', m.distance, 'storage', storage,
         'index', index_name, 'filter_sql', fsql, 'k', k, 'fetch', fetch_n,
         'estimated_rows', estimated, 'counted_rows', counted, 'total_rows', total,
+        'count_limit', case when counted is not null then least(ceil(band), 1e8)::bigint + 1 end,
         'selectivity', case when total > 0 then least(passing / total, 1) end,
         'costs', case when fsql <> 'true' then jsonb_build_object(
             'exact_ms', round(exact_ms::numeric, 3), 'hnsw_ms', round(hnsw_ms::numeric, 3),
             'hnsw_tuples', round(hnsw_tuples::numeric),
-            'break_even_tuples', round(break_even::numeric)) end,
+            'break_even_tuples', round(break_even::numeric),
+            'first_batch_ms', round(first_batch_ms::numeric, 3)) end,
         'ef_search', ef, 'max_scan_tuples', max_tuples, 'exclude_user', exclude_user,
         'function', prepared);
 end
@@ -316,7 +337,9 @@ begin
         else format('(ie.embedding::%1$s(%2$s)) %3$s ($2::%1$s(%2$s))', storage, dims, op) end;
     -- Candidates in index order (relaxed: nearly sorted), then the k nearest of them by exact
     -- distance. With float32 storage the indexed distance is exact; quantized storage re-ranks
-    -- the candidates with the full vectors.
+    -- the candidates with the full vectors. `+ 0`: with relaxed_order the index returns
+    -- candidates only nearly sorted, but the planner would take them as sorted by d and only
+    -- finish the aggregates' ORDER BY (presorted aggregate input).
     return format($q$
         select (array_agg(item_id order by d, item_id))[1:$5],
                (array_agg(d order by d, item_id))[1:$5], count(*)
@@ -325,7 +348,8 @@ begin
               where ie.model_id = %s and (%s)%s
               order by %s
               limit $4) c$q$,
-        case storage when 'vector' then indexed else format('ie.embedding %s $2', op) end,
+        case storage when 'vector' then '(' || indexed || ') + 0'
+                     else format('ie.embedding %s $2', op) end,
         case when filtered then 'join pyembed.items i on i.item_id = ie.item_id' else '' end,
         model, plan->>'filter_sql', excluding, indexed);
 end
