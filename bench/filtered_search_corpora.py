@@ -51,27 +51,45 @@ class Corpus:
     model: str = "default"            # 'default' (embedded here) or 'given' (vectors as shipped)
 
 
-def _cached(name: str, key: str, compute: Callable[[], np.ndarray]) -> np.ndarray:
+def _cached(name: str, key: str, compute: Callable[[int, int], np.ndarray], n: int,
+            chunk: int = 1024) -> np.ndarray:
+    """``compute(start, stop)`` for rows 0..n, cached in .npy chunks (an interrupted embedding
+    resumes where it stopped), then as one file."""
     CACHE.mkdir(exist_ok=True)
-    path = CACHE / f"{name}-{hashlib.sha256(key.encode()).hexdigest()[:12]}.npy"
-    if path.exists():
-        return np.load(path)
-    array = compute()
-    np.save(path, array)
+    stem = f"{name}-{hashlib.sha256(key.encode()).hexdigest()[:12]}"
+    whole = CACHE / f"{stem}.npy"
+    if whole.exists():
+        return np.load(whole)
+    parts = []
+    for start in range(0, n, chunk):
+        path = CACHE / f"{stem}-{start}.npy"
+        if not path.exists():
+            np.save(path, compute(start, min(start + chunk, n)))
+            print(f"  embedded {min(start + chunk, n)}/{n} {name}", flush=True)
+        parts.append(np.load(path))
+    array = np.concatenate(parts).astype(np.float32)
+    np.save(whole, array)
+    for start in range(0, n, chunk):
+        (CACHE / f"{stem}-{start}.npy").unlink()
     return array
 
 
-def _embed(texts: list[str], label: str) -> np.ndarray:
-    """Embed with the default model's encoder, as the worker does (progress printed)."""
+def _encoder() -> Any:
     from pyembed_db.embed.models import DEFAULT_MODEL, Encoder, _encoder_config
 
-    encoder = Encoder(_encoder_config(dict(DEFAULT_MODEL)))
-    out = []
-    step = 1024
-    for start in range(0, len(texts), step):
-        out.append(encoder.encode(texts[start:start + step]))
-        print(f"  embedded {min(start + step, len(texts))}/{len(texts)} {label}", flush=True)
-    return np.concatenate(out).astype(np.float32)
+    return Encoder(_encoder_config(dict(DEFAULT_MODEL)))
+
+
+def _embed(texts: list[str], name: str) -> np.ndarray:
+    """Embed with the default model's encoder, as the worker does (cached, progress printed)."""
+    encoder = None
+
+    def compute(start: int, stop: int) -> np.ndarray:
+        nonlocal encoder
+        encoder = encoder or _encoder()
+        return np.asarray(encoder.encode(texts[start:stop]), dtype=np.float32)
+
+    return _cached(name, json.dumps(texts), compute, len(texts))
 
 
 def reviews(seed: int = 1) -> Corpus:
@@ -102,8 +120,8 @@ def reviews(seed: int = 1) -> Corpus:
                            "clothing_id": r["Clothing ID"]}})
     template = ItemTextTemplate()
     texts = [template.render(it) for it in items]
-    vectors = _cached("reviews-items", json.dumps(texts), lambda: _embed(texts, "reviews"))
-    qvec = _cached("reviews-queries", json.dumps(queries), lambda: _embed(queries, "queries"))
+    vectors = _embed(texts, "reviews-items")
+    qvec = _embed(queries, "reviews-queries")
     corpus = Corpus("reviews", items, vectors, queries, qvec)
     corpus.cases = review_cases(items)
     cat = np.array([it["category"] for it in items])

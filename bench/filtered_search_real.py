@@ -87,10 +87,31 @@ def load(url: str, corpus: Corpus) -> None:
         build_index(conn, model_id, "vector")
 
 
+DROP_FUNCTIONS = """
+do $$
+declare
+    fn regprocedure;
+begin
+    for fn in select p.oid::regprocedure from pg_proc p
+              where p.pronamespace = 'pyembed'::regnamespace and p.prokind = 'f'
+                and p.prorettype <> 'trigger'::regtype loop
+        begin
+            execute format('drop function %s', fn);
+        exception when dependent_objects_still_exist then
+            null;  -- used by an index (attribute expressions): kept
+        end;
+    end loop;
+end
+$$"""
+
+
 def apply_functions(url: str, ref: str | None) -> None:
-    """Re-apply sql/functions from the working tree, or from git revision ``ref``."""
+    """Re-apply sql/functions from the working tree, or from git revision ``ref``, after
+    dropping the functions of the other one (an overload left behind would make calls
+    ambiguous)."""
     root = Path(__file__).resolve().parents[1]
     with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(DROP_FUNCTIONS)
         if ref is None:
             for path in sqlfiles.function_files():
                 conn.execute(sqlfiles.read(path))

@@ -435,10 +435,7 @@ begin
         declare
             collected bigint;
         begin
-            if model_id is null then
-                select em.model_id into model_id from pyembed.embedding_models em
-                where em.status = 'active';
-            end if;
+            model_id := coalesce(model_id, pyembed.active_model_id());
             %s
             complete := collected >= fetch_n;
         end
