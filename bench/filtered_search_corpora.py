@@ -49,6 +49,8 @@ class Corpus:
     query_vectors: np.ndarray         # (QUERIES, d) float32
     cases: list[FilterCase] = field(default_factory=list)
     model: str = "default"            # 'default' (embedded here) or 'given' (vectors as shipped)
+    # attribute keys the filters use, indexed as docs/search.md recommends
+    attribute_indexes: tuple[str, ...] = ()
 
 
 def _cached(name: str, key: str, compute: Callable[[int, int], np.ndarray], n: int,
@@ -122,7 +124,8 @@ def reviews(seed: int = 1) -> Corpus:
     texts = [template.render(it) for it in items]
     vectors = _embed(texts, "reviews-items")
     qvec = _embed(queries, "reviews-queries")
-    corpus = Corpus("reviews", items, vectors, queries, qvec)
+    corpus = Corpus("reviews", items, vectors, queries, qvec,
+                    attribute_indexes=("rating", "age", "clothing_id"))
     corpus.cases = review_cases(items)
     cat = np.array([it["category"] for it in items])
 
@@ -200,7 +203,8 @@ def glove(seed: int = 1, limit: int | None = None) -> Corpus:
               "attributes": {"rank": j, "length": len(w)}}
              for j, w in enumerate(words) if keep[j]]
     queries = [words[j] for j in sorted(held)]
-    corpus = Corpus("glove", items, vecs[keep], queries, vecs[sorted(held)], model="given")
+    corpus = Corpus("glove", items, vecs[keep], queries, vecs[sorted(held)], model="given",
+                    attribute_indexes=("rank", "length"))
     rank = np.array([it["attributes"]["rank"] for it in items])
     length = np.array([it["attributes"]["length"] for it in items])
     kind = np.array([it["category"] for it in items])

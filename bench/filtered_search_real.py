@@ -303,6 +303,11 @@ def main() -> None:
     if not exists:
         migrate.upgrade(url)
         load(url, corpus)
+    apply_functions(url, None)
+    with psycopg.connect(url, autocommit=True) as c:  # what docs/search.md recommends
+        for key in corpus.attribute_indexes:
+            c.execute("select pyembed.create_attribute_index(%s, 'number')", (key,))
+        c.execute("analyze pyembed.items")
     apply_functions(url, args.functions_from)
     try:
         with connect(url, autocommit=True) as conn:
