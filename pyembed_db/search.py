@@ -97,7 +97,9 @@ def search(conn: psycopg.Connection[Any], query: Query, k: int = 10,
     """The ``k`` items nearest to ``query`` among those passing ``filters``, nearest first.
 
     ``query`` is a vector or a text (embedded with the active model). ``exclude_user`` (user_id
-    or external id) drops the items that user has events on. Filter grammar: docs/search.md.
+    or external id) drops the items that user has events on. Filter grammar (typed attribute
+    ranges, ``not``...): docs/search.md. A zero query vector under cosine distance, a bad
+    filter or ``k`` outside 1..1000 raise :class:`InvalidInputError`.
 
     Example::
 
@@ -114,7 +116,8 @@ def search(conn: psycopg.Connection[Any], query: Query, k: int = 10,
 def search_similar(conn: psycopg.Connection[Any], item: ItemRef, k: int = 10,
                    filters: dict[str, Any] | None = None, *, exclude_user: UserRef | None = None,
                    model_id: int | None = None) -> list[SearchHit]:
-    """"More like this": the items nearest to ``item``'s own vector (item_id or external id).
+    """"More like this": the items nearest to ``item``'s own vector (item_id or external id),
+    without the item itself; ``k`` up to 1000.
 
     Example::
 

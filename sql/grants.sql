@@ -31,7 +31,12 @@ declare
         'user_item_ids', 'model_index_name', 'search_function_name',
         -- helpers of recommend and popular_items (sql/functions/40_recommend.sql)
         'setting', 'rule_weight', 'decay', 'popularity_scores', 'scale', 'rocchio',
-        'items_mean', 'mmr', 'recommend_behavior', 'popularity_half_life'
+        'items_mean', 'mmr', 'recommend_behavior', 'popularity_half_life',
+        -- filter grammar and search checks (15_filters.sql, 20_search.sql)
+        'check_search_args', 'search_costs', 'filter_path', 'filter_value', 'filter_operator',
+        'filter_check_scalar', 'filter_attribute', 'filter_attributes', 'filter_node',
+        'attribute_number', 'attribute_text', 'attribute_boolean', 'attribute_timestamp',
+        'jsonb_numeric_array', 'search_unfiltered'
     ];
 begin
     for fn in
@@ -41,10 +46,7 @@ begin
     loop
         execute format('revoke execute on function %s from public', fn.signature);
         execute format('grant execute on function %s to %I', fn.signature,
-                       case when fn.proname = any (read_only)
-                                 -- per-index search functions (create_search_function)
-                                 or fn.proname like 'search\_item\_embeddings\_hnsw\_%'
-                            then 'pyembed_reader'
+                       case when fn.proname = any (read_only) then 'pyembed_reader'
                             else 'pyembed_worker' end);
     end loop;
 end

@@ -149,7 +149,6 @@ def test_384_dimensions(pg_admin_url: str) -> None:
         migrate.upgrade(url)
         with connect(url) as conn:
             cat = load_catalog(conn, n=1000, dims=384, prefix="d")
-            conn.execute("set pyembed.search_exact_rows = 10")
             rng = np.random.default_rng(4)
             everything = np.ones(len(cat.ids), dtype=bool)
             for i in rng.integers(0, len(cat.ids), size=5):

@@ -148,17 +148,21 @@ def test_the_hnsw_strategy_really_uses_the_index(db: psycopg.Connection[Any],
     assert f"Index Scan using item_embeddings_hnsw_m{catalog.model_id}" in text
 
 
-def test_strategy_follows_selectivity(db: psycopg.Connection[Any], catalog: Catalog) -> None:
+def test_strategy_follows_the_costs(db: psycopg.Connection[Any], catalog: Catalog) -> None:
     q = catalog.vectors[1]
     assert plan(db, q, {})["strategy"] == "hnsw"
     rare = plan(db, q, {"category": "rare"})
     assert rare["strategy"] == "exact"
+    assert rare["costs"]["exact_ms"] <= rare["costs"]["hnsw_ms"]
     assert rare["estimated_rows"] < 50 and rare["rows"] == min(K, catalog.category.count("rare"))
-    assert plan(db, q, {"category": "books"})["strategy"] == "exact"  # ~1,500 rows <= 2,000
-    db.execute("set pyembed.search_exact_rows = 500")
-    books = plan(db, q, {"category": "books"})
+    books = plan(db, q, {"category": "books"})  # ~1,500 of 3,000 rows
     assert books["strategy"] == "hnsw" and books["rows"] == K and not books["fallback"]
-    assert 0.4 < books["selectivity"] < 0.6
+    assert books["costs"]["exact_ms"] > books["costs"]["hnsw_ms"]
+    assert 0.4 < books["selectivity"] < 0.6 and books["fetch"] == 4 * K
+    # Cost constants are settings: an expensive index makes the exact scan win.
+    db.execute("set pyembed.search_cost_hnsw_tuple = 1")
+    assert plan(db, q, {"category": "books"})["strategy"] == "exact"
+    db.execute("reset pyembed.search_cost_hnsw_tuple")
     # The index path finds nothing within 1 scanned tuple: the exact scan takes over.
     db.execute("set pyembed.search_strategy = 'hnsw'")
     db.execute("set pyembed.search_max_scan_tuples = 1")
@@ -311,13 +315,14 @@ def test_settings_are_restored_and_readers_can_search(db: psycopg.Connection[Any
                       (q,)).fetchone() == (4,)
 
 
-def test_unfiltered_search_runs_the_per_index_function(db: psycopg.Connection[Any],
-                                                       catalog: Catalog) -> None:
-    """Unfiltered HNSW searches go through pyembed.search_<index> (a plan cached per session);
-    it returns what the EXECUTE path returns, restores the settings, and readers may call it."""
+def test_unfiltered_search_runs_search_unfiltered(db: psycopg.Connection[Any],
+                                                 catalog: Catalog) -> None:
+    """Unfiltered HNSW searches go through pyembed.search_unfiltered (static SQL per model, a
+    plan cached per session); it returns what the EXECUTE path returns, restores the settings,
+    and readers may call it."""
     q = queries(catalog, 1)[0]
     p = plan(db, q, {})
-    assert p["strategy"] == "hnsw" and p["function"] == f"search_{p['index']}"
+    assert p["strategy"] == "hnsw" and p["function"] == "search_unfiltered"
     db.execute("set local hnsw.ef_search = 33")
     # A large ef_search makes the index look expensive next to sorting 3,000 vectors.
     db.execute("set local pyembed.search_ef_search = 1000")
@@ -337,17 +342,24 @@ def test_unfiltered_search_runs_the_per_index_function(db: psycopg.Connection[An
     assert search(db, q, K) == fast
 
 
-def test_per_index_functions_follow_the_function_files(db_url: str, catalog: Catalog) -> None:
-    """Re-applying the function files (every migration does) re-creates them; a missing one
-    makes search fall back to EXECUTE, never fail."""
+def test_search_unfiltered_follows_the_function_files(db_url: str, catalog: Catalog) -> None:
+    """Re-applying the function files (every migration does) re-creates search_unfiltered, with
+    a branch for each indexed model; a model without a branch takes the general path."""
     from pyembed_db import sqlfiles
 
     with connect(db_url, autocommit=True) as c:
         q = queries(catalog, 1)[0]
-        name = plan(c, q, {})["function"]
         expected = search(c, q, K)
-        c.execute(f"drop function pyembed.{name}")
-        assert plan(c, q, {})["function"] is None and search(c, q, K) == expected
+        c.execute("drop function pyembed.search_unfiltered")
+        c.execute("create function pyembed.search_unfiltered(filters jsonb, query vector, "
+                  "excluded bigint[], fetch_n integer, k integer, ef_search integer, "
+                  "max_scan_tuples integer, model_id integer, out ids bigint[], "
+                  "out distances double precision[], out complete boolean) "
+                  "language sql as 'select null::bigint[], null::float8[], null::boolean'")
+        assert search(c, q, K) == expected  # no branch: the general path answers
         for path in sqlfiles.function_files():
             c.execute(sqlfiles.read(path))
-        assert plan(c, q, {})["function"] == name and search(c, q, K) == expected
+        body = c.execute("select prosrc from pg_proc where proname = 'search_unfiltered'"
+                         ).fetchone()[0]
+        assert f"model_id = {catalog.model_id} then" in body
+        assert search(c, q, K) == expected

@@ -536,7 +536,7 @@ class Fuzz:
         assert strategy == "auto" or plan["strategy"] == strategy, (plan, self.last)
         if plan["counted_rows"] is not None:      # a bounded count of this tenant's rows only
             own = int((self.w.own(tenant) & self.w.mask(f)).sum())
-            assert plan["counted_rows"] == min(own, plan["exact_threshold"] + 1), plan
+            assert plan["counted_rows"] == min(own, plan["count_limit"]), plan
         self.fallbacks += plan["fallback"]
         return True
 

@@ -61,10 +61,10 @@ def _search(args: argparse.Namespace) -> int:
     return 0
 
 
-PLAN_ORDER = ["strategy", "reason", "rows", "fallback", "elapsed_ms", "selectivity",
-              "estimated_rows", "counted_rows", "total_rows", "exact_threshold", "ef_search",
-              "max_scan_tuples", "fetch", "k", "storage", "index", "model_id", "dimensions",
-              "distance", "filter_sql", "exclude_user"]
+PLAN_ORDER = ["strategy", "reason", "costs", "rows", "fallback", "elapsed_ms", "selectivity",
+              "estimated_rows", "counted_rows", "total_rows", "ef_search", "max_scan_tuples",
+              "fetch", "k", "storage", "index", "function", "model_id", "dimensions", "distance",
+              "filter_sql", "exclude_user"]
 
 
 def _plan_text(plan: dict[str, Any]) -> str:

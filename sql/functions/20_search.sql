@@ -21,20 +21,111 @@ begin
 end
 $$;
 
+-- The argument checks every search and recommendation shares (PE012 / PE011):
+--   k               1..1000, the documented range of every search and recommendation
+--   query           when `dimensions` is given: not null, `dimensions` long, finite, and under
+--                   cosine distance not (near) zero: a zero vector has no direction, and its
+--                   cosine distance to anything is NaN
+-- `model` names the model in the messages. Recommendations call it with k alone.
+--   perform pyembed.check_search_args(k);
+--   perform pyembed.check_search_args(k, query, m.dimensions, m.distance, '1 (minilm)');
+create or replace function pyembed.check_search_args(
+    k integer, query vector default null, dimensions integer default null,
+    distance text default null, model text default null)
+returns void
+language plpgsql immutable security invoker
+set search_path to pg_catalog, public, pg_temp
+as $$
+declare
+    norm double precision;
+begin
+    if k is null or k < 1 or k > 1000 then
+        raise exception 'k must be between 1 and 1000, got %', k using errcode = 'PE012';
+    end if;
+    if dimensions is null then
+        return;
+    end if;
+    if query is null then
+        raise exception 'query vector is null' using errcode = 'PE011';
+    end if;
+    if vector_dims(query) <> dimensions then
+        raise exception 'query has % dimensions, model % has %', vector_dims(query),
+            coalesce(model, '?'), dimensions using errcode = 'PE011';
+    end if;
+    -- pgvector's vector type already rejects NaN and Infinity; the norm (accumulated in double
+    -- precision) is finite exactly when every component is, so this guard costs one pass.
+    norm := vector_norm(query);
+    if norm in ('NaN'::double precision, 'Infinity'::double precision) then
+        raise exception 'query vector contains NaN or Infinity' using errcode = 'PE011';
+    end if;
+    if distance = 'cosine' and norm < 1e-6 then
+        raise exception 'query vector is zero (norm %): cosine distance needs a direction',
+            norm using errcode = 'PE011',
+            hint = 'a text that embeds to nothing, or a vector that was never filled in';
+    end if;
+end
+$$;
+
+-- Estimated milliseconds of each strategy for `passing` rows out of `total` (see
+-- docs/search.md, *Strategies*). Constants fitted on the benchmark machine by
+-- bench/filtered_search_real.py (2 cores, warm shared buffers), per-row costs growing with the
+-- dimension; each can be overridden with a setting, e.g. `set pyembed.search_cost_exact_row =
+-- 0.004` (ms), after running the benchmark on your hardware.
+--   exact_ms   exact_fixed + passing * exact_row
+--   hnsw_ms    hnsw_fixed + tuples * hnsw_tuple, tuples = max(ef_search, fetch / selectivity):
+--              the index entries an iterative scan returns before `fetch` of them pass a filter
+--              independent of the query
+--   break_even the tuples at which the HNSW path would cost as much as the exact one (its scan
+--              is stopped there: a filter anti-correlated with the query falls back to exact
+--              at most that late)
+--   first_batch_ms  the index scan's first batch (ef_search tuples), its cheapest outcome
+drop function if exists pyembed.search_costs(double precision, double precision, integer, integer,
+                                             integer);
+create or replace function pyembed.search_costs(
+    passing double precision, total double precision, fetch_n integer, ef integer,
+    dimensions integer,
+    out exact_ms double precision, out hnsw_ms double precision,
+    out hnsw_tuples double precision, out break_even double precision,
+    out first_batch_ms double precision)
+language plpgsql stable security invoker
+set search_path to pg_catalog, pg_temp
+as $$
+declare
+    exact_fixed double precision := pyembed.search_setting('search_cost_exact_fixed', 0.25);
+    exact_row double precision := pyembed.search_setting('search_cost_exact_row',
+        0.0012 + 0.0000045 * dimensions);
+    hnsw_fixed double precision := pyembed.search_setting('search_cost_hnsw_fixed', 0.35);
+    hnsw_tuple double precision := pyembed.search_setting('search_cost_hnsw_tuple',
+        0.0015 + 0.000012 * dimensions);
+    s double precision := least(1, greatest(passing, 1) / greatest(total, 1));
+begin
+    exact_ms := exact_fixed + passing * exact_row;
+    hnsw_tuples := least(greatest(ef, fetch_n / s), 1e9);
+    hnsw_ms := hnsw_fixed + hnsw_tuples * hnsw_tuple;
+    break_even := greatest(0, (exact_ms - hnsw_fixed) / hnsw_tuple);
+    first_batch_ms := hnsw_fixed + ef * hnsw_tuple;
+end
+$$;
+
 -- How pyembed.search will run this query, without running it (jsonb):
 --   function        the per-index function that runs an unfiltered HNSW search with a cached
 --                   plan (see create_search_function), when there is one
 --   strategy        'exact' (scan the rows passing the filter, sort by exact distance) or
 --                   'hnsw' (HNSW index with iterative scan, candidates re-sorted exactly)
---   reason          why; estimated_rows (planner), counted_rows (bounded count, when the
---                   estimate is within 2x of the threshold or the table was never analyzed)
---   selectivity     passing rows / items; exact_threshold, ef_search, max_scan_tuples, fetch
+--   reason          why, with the two estimated costs compared (ms)
+--   costs           {"exact": ms, "hnsw": ms, "hnsw_tuples": n, "break_even_tuples": n}
+--   estimated_rows  planner estimate of the rows passing the filter; counted_rows: a bounded
+--                   count (stopping at count_limit rows), run when the two costs are within
+--                   4x of each other (or the table was never analyzed)
+--   selectivity     passing rows / items; fetch (candidates the HNSW path collects before
+--                   re-sorting: over-fetched under a filter), ef_search, max_scan_tuples (the
+--                   break-even point: past it the exact scan takes over)
 --   storage, index  the HNSW index used and its storage (vector, halfvec, bit)
--- Settings (all optional, e.g. `set pyembed.search_exact_rows = 5000`):
---   pyembed.search_strategy ('exact' | 'hnsw' forces one), pyembed.search_exact_rows (2000),
---   pyembed.search_ef_search (max(200, 2 * fetch)), pyembed.search_max_scan_tuples
---   (max(20000, 4 * fetch / selectivity)), pyembed.search_rerank (candidates per result:
---   vector 1, halfvec 2, bit 40).
+-- Settings (all optional, e.g. `set pyembed.search_strategy = 'exact'`):
+--   pyembed.search_strategy ('exact' | 'hnsw' forces one), pyembed.search_ef_search,
+--   pyembed.search_max_scan_tuples, pyembed.search_rerank (candidates per result: vector 1,
+--   halfvec 2, bit 40), pyembed.search_overfetch (filtered candidates per result, 4),
+--   pyembed.search_cost_* (see search_costs).
 create or replace function pyembed.search_plan(
     query vector, k integer default 10, filters jsonb default '{}',
     exclude_user bigint default null, model_id integer default null)
@@ -51,22 +142,27 @@ declare
     -- Settings are read inline, not through a function: every plpgsql call costs a few
     -- microseconds per transaction, and a plain unfiltered search is a few hundred.
     forced text := coalesce(nullif(current_setting('pyembed.search_strategy', true), ''), 'auto');
-    raw_threshold text := nullif(current_setting('pyembed.search_exact_rows', true), '');
     raw_rerank text := nullif(current_setting('pyembed.search_rerank', true), '');
     raw_ef text := nullif(current_setting('pyembed.search_ef_search', true), '');
     raw_tuples text := nullif(current_setting('pyembed.search_max_scan_tuples', true), '');
-    threshold integer;
+    raw_overfetch text := nullif(current_setting('pyembed.search_overfetch', true), '');
     total double precision;
     explained text;
     estimated double precision;
     counted bigint;
     passing double precision;
+    exact_ms double precision;
+    hnsw_ms double precision;
+    hnsw_tuples double precision;
+    break_even double precision;
+    first_batch_ms double precision;
+    probing boolean := false;
+    band double precision;
     strategy text;
     reason text;
     fetch_n integer;
     ef integer;
     max_tuples integer;
-    selectivity double precision;
     prepared text;
 begin
     select em.model_id, em.name, em.dimensions, em.distance,
@@ -80,21 +176,8 @@ begin
     elsif not found then
         raise exception 'unknown model_id %', search_plan.model_id using errcode = 'PE002';
     end if;
-    if query is null then
-        raise exception 'query vector is null' using errcode = 'PE011';
-    end if;
-    if vector_dims(query) <> m.dimensions then
-        raise exception 'query has % dimensions, model % (%) has %', vector_dims(query),
-            m.model_id, m.name, m.dimensions using errcode = 'PE011';
-    end if;
-    -- pgvector's vector type already rejects NaN and Infinity; the norm (accumulated in double
-    -- precision) is finite exactly when every component is, so this guard costs one pass.
-    if vector_norm(query) in ('NaN'::double precision, 'Infinity'::double precision) then
-        raise exception 'query vector contains NaN or Infinity' using errcode = 'PE011';
-    end if;
-    if k is null or k < 1 or k > 1000 then
-        raise exception 'k must be between 1 and 1000, got %', k using errcode = 'PE012';
-    end if;
+    perform pyembed.check_search_args(k, query, m.dimensions, m.distance,
+                                      m.model_id || ' (' || m.name || ')');
     if exclude_user is not null
        and not exists (select from pyembed.users u where u.user_id = exclude_user) then
         raise exception 'unknown user_id %', exclude_user using errcode = 'PE003';
@@ -103,38 +186,62 @@ begin
         raise exception 'pyembed.search_strategy must be auto, exact or hnsw, got %',
             quote_literal(forced) using errcode = 'PE012';
     end if;
-    if coalesce(raw_threshold, raw_rerank, raw_ef, raw_tuples) is not null then
-        threshold := pyembed.search_setting('search_exact_rows', 2000);
+    if coalesce(raw_rerank, raw_ef, raw_tuples, raw_overfetch) is not null then
         perform pyembed.search_setting('search_rerank', 1),
                 pyembed.search_setting('search_ef_search', 1),
-                pyembed.search_setting('search_max_scan_tuples', 1);
+                pyembed.search_setting('search_max_scan_tuples', 1),
+                pyembed.search_setting('search_overfetch', 1);
     end if;
-    threshold := coalesce(threshold, 2000);
 
     storage := m.storage;
     index_name := pyembed.model_index_name(m.model_id, storage);
     select greatest(c.reltuples, 0) into total from pg_class c
     where c.oid = 'pyembed.items'::regclass and c.reltuples >= 0;
+    -- Quantized indexes return approximate distances: fetch more, re-rank with the full vectors.
+    fetch_n := greatest(k, least(1000, k * coalesce(raw_rerank::double precision,
+                        case storage when 'bit' then 40 when 'halfvec' then 2 else 1 end)));
 
     if f <> '{}' then
         fsql := pyembed.filter_sql(f);
-        execute 'explain (format json) select 1 from pyembed.items i where ' || fsql
-            into explained using f;
-        estimated := (explained::jsonb #>> '{0,Plan,Plan Rows}')::double precision;
-        if total is null or estimated between threshold / 2.0 and threshold * 2.0 then
-            execute format('select count(*) from (select from pyembed.items i where %s limit %s) s',
-                           fsql, threshold + 1)
-                into counted using f;
-        end if;
+        -- Under a filter the index returns candidates only nearly in order (relaxed iterative
+        -- scan), and a filter correlated with the query makes that worse: collect several per
+        -- result and keep the nearest (bench/filtered_search_real.py picked 4).
+        fetch_n := greatest(fetch_n, least(1000, ceil(k * coalesce(
+            raw_overfetch::double precision, 4)))::integer);
     else
         prepared := pyembed.search_function_name(index_name);
         if to_regproc('pyembed.' || prepared) is null then
             prepared := null;
         end if;
     end if;
-    -- A count that reached the limit is only a lower bound: keep the estimate when larger.
-    passing := case when counted <= threshold then counted
+    -- 200 candidates per layer-0 search: recall@10 ~0.99 on 100k x 384 (bench/filtered_search).
+    ef := least(1000, coalesce(raw_ef::double precision, greatest(200, 2 * fetch_n)));
+
+    if fsql <> 'true' then
+        execute 'explain (format json) select 1 from pyembed.items i where ' || fsql
+            into explained using f;
+        estimated := (explained::jsonb #>> '{0,Plan,Plan Rows}')::double precision;
+        select * into exact_ms, hnsw_ms, hnsw_tuples, break_even, first_batch_ms
+        from pyembed.search_costs(estimated, coalesce(total, estimated), fetch_n, ef,
+                                  m.dimensions);
+        -- Unsure: never analyzed, or the two costs within 4x of each other. A count that stops
+        -- at 4x the rows where the costs cross is cheap next to either path.
+        if total is null or exact_ms between hnsw_ms / 4 and hnsw_ms * 4 then
+            -- ~ the rows at which the costs cross, scaled from the estimate (exact is linear)
+            band := 4 * greatest(k, estimated * hnsw_ms / greatest(exact_ms, 1e-9));
+            execute format('select count(*) from (select from pyembed.items i where %s limit %s) s',
+                           fsql, least(ceil(band), 1e8)::bigint + 1)
+                into counted using f;
+        end if;
+    end if;
+    -- A count that reached its limit is only a lower bound: keep the estimate when larger.
+    passing := case when counted is null then coalesce(estimated, total)
+                    when counted <= ceil(band) then counted
                     else greatest(counted, coalesce(estimated, total)) end;
+    if fsql <> 'true' then
+        select * into exact_ms, hnsw_ms, hnsw_tuples, break_even, first_batch_ms
+        from pyembed.search_costs(passing, coalesce(total, passing), fetch_n, ef, m.dimensions);
+    end if;
 
     if to_regclass('pyembed.' || index_name) is null then
         strategy := 'exact';
@@ -145,31 +252,44 @@ begin
     elsif fsql = 'true' then
         strategy := 'hnsw';
         reason := 'no filter';
-    elsif passing <= threshold then
-        strategy := 'exact';
-        reason := format('%s rows pass the filter <= %s (pyembed.search_exact_rows)',
-                         passing::bigint, threshold);
     else
-        strategy := 'hnsw';
-        reason := format('~%s rows pass the filter > %s (pyembed.search_exact_rows)',
-                         passing::bigint, threshold);
+        strategy := case when exact_ms <= hnsw_ms then 'exact' else 'hnsw' end;
+        reason := format('%s rows pass the filter: exact ~%s ms %s hnsw ~%s ms (%s index tuples)',
+                         passing::bigint, round(exact_ms::numeric, 2),
+                         case when exact_ms <= hnsw_ms then '<=' else '>' end,
+                         round(hnsw_ms::numeric, 2), round(hnsw_tuples::numeric));
+        -- A filter correlated with the query can pass `fetch` of the query's nearest `ef`
+        -- rows, which the first batch of the index scan returns: when that batch costs under a
+        -- tenth of the exact path, try it first (and stop there: max_scan_tuples = ef).
+        if strategy = 'exact' and exact_ms >= 10 * first_batch_ms then
+            strategy := 'hnsw';
+            probing := true;
+            reason := reason || format(', but the first index batch (~%s ms) is tried first',
+                                       round(first_batch_ms::numeric, 2));
+        end if;
     end if;
-
-    selectivity := case when total > 0 then least(passing / total, 1) end;
-    -- Quantized indexes return approximate distances: fetch more, re-rank with the full vectors.
-    fetch_n := greatest(k, least(1000, k * coalesce(raw_rerank::double precision,
-                        case storage when 'bit' then 40 when 'halfvec' then 2 else 1 end)));
-    -- 200 candidates per layer-0 search: recall@10 ~0.99 on 100k x 384 (bench/filtered_search).
-    ef := least(1000, coalesce(raw_ef::double precision, greatest(200, 2 * fetch_n)));
+    -- Under a filter the scan stops at twice the tuples a filter independent of the query
+    -- needs, or where the exact path would have been cheaper when that is later (after the
+    -- first batch when probing); then the exact path takes over. A filter anti-correlated with
+    -- the query (its rows far from it) then costs at most about twice the exact path, instead
+    -- of a scan through most of the index.
     max_tuples := least(1000000, coalesce(raw_tuples::double precision,
-        greatest(20000, ceil(4 * fetch_n / greatest(coalesce(selectivity, 1), 1e-6)))));
+        case when fsql = 'true' then 20000
+             when probing then ef
+             else greatest(ef, 2 * hnsw_tuples, break_even) end));
 
     return jsonb_build_object(
         'strategy', strategy, 'reason', reason, 'model_id', m.model_id,
         'dimensions', m.dimensions, 'distance', m.distance, 'storage', storage,
         'index', index_name, 'filter_sql', fsql, 'k', k, 'fetch', fetch_n,
         'estimated_rows', estimated, 'counted_rows', counted, 'total_rows', total,
-        'selectivity', selectivity, 'exact_threshold', threshold,
+        'count_limit', case when counted is not null then least(ceil(band), 1e8)::bigint + 1 end,
+        'selectivity', case when total > 0 then least(passing / total, 1) end,
+        'costs', case when fsql <> 'true' then jsonb_build_object(
+            'exact_ms', round(exact_ms::numeric, 3), 'hnsw_ms', round(hnsw_ms::numeric, 3),
+            'hnsw_tuples', round(hnsw_tuples::numeric),
+            'break_even_tuples', round(break_even::numeric),
+            'first_batch_ms', round(first_batch_ms::numeric, 3)) end,
         'ef_search', ef, 'max_scan_tuples', max_tuples, 'exclude_user', exclude_user,
         'function', prepared);
 end
@@ -177,7 +297,8 @@ $$;
 
 -- The SQL text of one strategy, from a plan made by search_plan. Parameters:
 -- $1 filters, $2 query, $3 excluded item ids, $4 candidates to fetch, $5 k.
--- Returns one row: (ids bigint[], distances double precision[]), best first.
+-- Returns one row: (ids bigint[], distances double precision[], collected bigint): the k best
+-- first, and how many candidates the index path collected (fewer than $4: its scan stopped).
 create or replace function pyembed.search_sql(plan jsonb, strategy text) returns text
 language plpgsql immutable security invoker
 set search_path to pg_catalog, pg_temp
@@ -188,11 +309,11 @@ declare
     storage text := plan->>'storage';
     op text := case plan->>'distance' when 'cosine' then '<=>' when 'l2' then '<->' else '<#>' end;
     filtered boolean := plan->>'filter_sql' <> 'true';
-    -- Only with an excluded user: even an empty "<> all" costs the planner time.
+    -- Only when excluding: even an empty "<> all" costs the planner time.
     excluding text := case when plan->>'exclude_user' is not null
+                             or (plan->>'excluding')::boolean
                            then ' and ie.item_id <> all ($3)' else '' end;
     indexed text;
-    candidates text;
 begin
     if storage not in ('vector', 'halfvec', 'bit') then
         raise exception 'unknown index storage %', quote_literal(storage) using errcode = '22023';
@@ -200,7 +321,8 @@ begin
     if strategy = 'exact' then
         -- No cast on the column: this ORDER BY cannot match the HNSW index, so it is exact.
         return format($q$
-            select array_agg(item_id order by d, item_id), array_agg(d order by d, item_id)
+            select array_agg(item_id order by d, item_id), array_agg(d order by d, item_id),
+                   count(*)
             from (select ie.item_id, ie.embedding %s $2 as d
                   from pyembed.item_embeddings ie
                   join pyembed.items i on i.item_id = ie.item_id
@@ -213,69 +335,95 @@ begin
         when 'bit' then format('binary_quantize(ie.embedding)::bit(%1$s) <~> '
                                'binary_quantize($2)::bit(%1$s)', dims)
         else format('(ie.embedding::%1$s(%2$s)) %3$s ($2::%1$s(%2$s))', storage, dims, op) end;
-    -- Candidates in index order (relaxed: nearly sorted), then sorted by exact distance. With
-    -- float32 storage the indexed distance is exact; quantized storage re-ranks the candidates
-    -- with the full vectors.
-    candidates := format($q$
-        select ie.item_id, %s as d
-        from pyembed.item_embeddings ie %s
-        where ie.model_id = %s and (%s)%s
-        order by %s
-        limit $4$q$,
-        case storage when 'vector' then indexed else format('ie.embedding %s $2', op) end,
+    -- Candidates in index order (relaxed: nearly sorted), then the k nearest of them by exact
+    -- distance. With float32 storage the indexed distance is exact; quantized storage re-ranks
+    -- the candidates with the full vectors. `+ 0`: with relaxed_order the index returns
+    -- candidates only nearly sorted, but the planner would take them as sorted by d and only
+    -- finish the aggregates' ORDER BY (presorted aggregate input).
+    return format($q$
+        select (array_agg(item_id order by d, item_id))[1:$5],
+               (array_agg(d order by d, item_id))[1:$5], count(*)
+        from (select ie.item_id, %s as d
+              from pyembed.item_embeddings ie %s
+              where ie.model_id = %s and (%s)%s
+              order by %s
+              limit $4) c$q$,
+        case storage when 'vector' then '(' || indexed || ') + 0'
+                     else format('ie.embedding %s $2', op) end,
         case when filtered then 'join pyembed.items i on i.item_id = ie.item_id' else '' end,
         model, plan->>'filter_sql', excluding, indexed);
-    -- `+ 0`: with relaxed_order the index returns candidates only nearly sorted, but the
-    -- planner would take them as sorted by d and merely finish the sort (incremental sort).
-    return format($q$
-        select array_agg(item_id order by d, item_id), array_agg(d order by d, item_id)
-        from (select c.item_id, c.d + 0 as d from (%s) c order by c.d + 0, c.item_id limit $5) r$q$,
-        candidates);
 end
 $$;
 
--- Unfiltered HNSW searches, the most common kind, get a function of their own per index,
--- pyembed.search_<index name>, holding the statement of search_sql as static SQL: PostgreSQL
--- then plans it once per session instead of on every call (EXECUTE plans each time, and planning
--- costs half as much as running the query). force_generic_plan keeps the plan even though LIMIT
--- is a parameter. A generic plan costs that LIMIT as 10% of the rows, which on a small catalog
--- makes scanning every vector and sorting look cheaper than the index: enable_sort and
--- enable_seqscan off keep it on the index (the final sort of k rows is in every plan, so it
--- decides nothing). Parameters $1..$7 are
--- those of search_sql plus ef_search and max_scan_tuples. ensure_model_index creates it; the
--- end of this file re-creates them all, so they follow every change of search_sql.
+-- Unfiltered HNSW searches, the most common kind, run in pyembed.search_unfiltered: one
+-- function holding, for every model with an HNSW index, the statement of search_sql as static
+-- SQL (a branch per model). PostgreSQL then plans each statement once per session instead of on
+-- every call (EXECUTE plans each time, and planning costs about half as much as running the
+-- query), and pyembed.search calls it without a plan or a dynamic call. force_generic_plan keeps
+-- the plan even though LIMIT is a parameter. A generic plan costs that LIMIT as 10% of the rows,
+-- which on a small catalog makes scanning every vector and sorting look cheaper than the index:
+-- enable_sort and enable_seqscan off keep it on the index (the final sort of k rows is in every
+-- plan, so it decides nothing). Parameters $1..$5 are those of search_sql; fetch_n, ef_search
+-- and max_scan_tuples null take the model's defaults; model_id null is the active model. OUT
+-- complete: true (ids, distances are the answer), false (the scan collected fewer than fetch_n
+-- candidates: run the exact path), null (no branch for this model: run the general path).
+-- ensure_model_index re-creates it (through create_search_function), and so does the end of
+-- this file, so it follows every change of search_sql.
 create or replace function pyembed.search_function_name(index_name text) returns text
 language sql immutable security invoker  -- inlined, like model_index_name
 as $$
-    select 'search_' || index_name
+    select 'search_unfiltered'
 $$;
 
-create or replace function pyembed.create_search_function(p_model_id integer) returns text
+create or replace function pyembed.create_search_function(p_model_id integer default null)
+returns text
 language plpgsql volatile security invoker
 set search_path to pg_catalog, public, pg_temp
 as $gen$
 declare
     m record;
     storage text;
-    fn text;
-    statement text;
+    rerank integer;
+    branches text := '';
 begin
-    select * into m from pyembed.embedding_models where model_id = p_model_id;
-    if not found then
+    if p_model_id is not null
+       and not exists (select from pyembed.embedding_models where model_id = p_model_id) then
         raise exception 'unknown model_id %', p_model_id using errcode = 'PE002';
     end if;
-    storage := coalesce(m.config->>'index_storage', 'vector');
-    fn := pyembed.search_function_name(pyembed.model_index_name(p_model_id, storage));
-    -- exclude_user set: the statement always filters $3 (empty when nobody is excluded).
-    statement := pyembed.search_sql(jsonb_build_object(
-        'dimensions', m.dimensions, 'model_id', m.model_id, 'storage', storage,
-        'distance', m.distance, 'filter_sql', 'true', 'exclude_user', 0), 'hnsw');
+    for m in select * from pyembed.embedding_models order by model_id loop
+        storage := coalesce(m.config->>'index_storage', 'vector');
+        continue when to_regclass(format('pyembed.%I', pyembed.model_index_name(m.model_id,
+                                                                                 storage))) is null;
+        rerank := case storage when 'bit' then 40 when 'halfvec' then 2 else 1 end;
+        -- Integers and whitelisted words only (the model name goes through %L).
+        branches := branches || format($b$
+            %s model_id = %s then
+                perform pyembed.check_search_args(k, query, %s, %L, %L);
+                fetch_n := coalesce(fetch_n, greatest(k, least(1000, k * %s)));
+                perform set_config('hnsw.ef_search',
+                                   coalesce(ef_search, least(1000, greatest(200, 2 * fetch_n)))::text,
+                                   true),
+                        set_config('hnsw.max_scan_tuples', coalesce(max_scan_tuples, 20000)::text,
+                                   true);
+                %s
+                into ids, distances, collected;$b$,
+            case when branches = '' then 'if' else 'elsif' end, m.model_id, m.dimensions,
+            m.distance, m.model_id || ' (' || m.name || ')', rerank,
+            pyembed.search_sql(jsonb_build_object(
+                'dimensions', m.dimensions, 'model_id', m.model_id, 'storage', storage,
+                'distance', m.distance, 'filter_sql', 'true', 'excluding', true), 'hnsw'));
+    end loop;
+    branches := case when branches = '' then 'return;'
+                     else branches || E'\n            else\n                return;\n            end if;'
+                end;
+    execute 'drop function if exists pyembed.search_unfiltered(jsonb, vector, bigint[], integer, '
+            'integer, integer, integer, integer)';
     execute format($f$
-        create or replace function pyembed.%I(
+        create function pyembed.search_unfiltered(
             filters jsonb, query vector, excluded bigint[], fetch_n integer, k integer,
-            ef_search integer, max_scan_tuples integer,
-            out ids bigint[], out distances double precision[])
-        language plpgsql stable security invoker
+            ef_search integer, max_scan_tuples integer, model_id integer,
+            out ids bigint[], out distances double precision[], out complete boolean)
+        language plpgsql volatile security invoker
         set search_path to pg_catalog, public, pg_temp
         set hnsw.iterative_scan to 'relaxed_order'
         set hnsw.ef_search to 40
@@ -284,16 +432,17 @@ begin
         set enable_sort to off
         set enable_seqscan to off
         as $body$
+        declare
+            collected bigint;
         begin
-            perform set_config('hnsw.ef_search', ef_search::text, true),
-                    set_config('hnsw.max_scan_tuples', max_scan_tuples::text, true);
+            model_id := coalesce(model_id, pyembed.active_model_id());
             %s
-            into ids, distances;
+            complete := collected >= fetch_n;
         end
-        $body$$f$, fn, statement);
-    execute format('revoke all on function pyembed.%I from public', fn);
-    execute format('grant execute on function pyembed.%I to pyembed_reader', fn);
-    return fn;
+        $body$$f$, branches);
+    execute 'revoke all on function pyembed.search_unfiltered from public';
+    execute 'grant execute on function pyembed.search_unfiltered to pyembed_reader';
+    return 'search_unfiltered';
 end
 $gen$;
 
@@ -303,9 +452,10 @@ $gen$;
 -- index scans continue past ef_search until enough rows pass the filter (up to
 -- max_scan_tuples); enable_sort off steers the planner to the ordered index scan rather than
 -- filter-then-sort.
+drop function if exists pyembed.search_run_hnsw(jsonb, vector, jsonb, bigint[]);
 create or replace function pyembed.search_run_hnsw(
     plan jsonb, query vector, filters jsonb, excluded bigint[],
-    out ids bigint[], out distances double precision[])
+    out ids bigint[], out distances double precision[], out collected bigint)
 language plpgsql volatile security invoker
 set search_path to pg_catalog, public, pg_temp
 set hnsw.iterative_scan to 'relaxed_order'
@@ -316,15 +466,19 @@ as $$
 begin
     perform set_config('hnsw.ef_search', plan->>'ef_search', true),
             set_config('hnsw.max_scan_tuples', plan->>'max_scan_tuples', true);
-    execute pyembed.search_sql(plan, 'hnsw') into ids, distances
+    execute pyembed.search_sql(plan, 'hnsw') into ids, distances, collected
         using filters, query, excluded, (plan->>'fetch')::integer, (plan->>'k')::integer;
 end
 $$;
 
 -- Runs a plan made by search_plan: (ids, distances) best first, and whether the exact scan
--- took over because the index path found fewer than k rows (its scan hit max_scan_tuples).
+-- took over because the index path collected fewer candidates than it asked for (its scan
+-- reached max_scan_tuples, the break-even point, or fewer rows pass the filter than that).
+-- `also_exclude`: more item ids to leave out (search_similar's own item).
+drop function if exists pyembed.search_execute(jsonb, vector, jsonb, bigint);
 create or replace function pyembed.search_execute(
     plan jsonb, query vector, filters jsonb, exclude_user bigint,
+    also_exclude bigint[] default '{}',
     out ids bigint[], out distances double precision[], out fallback boolean)
 language plpgsql volatile security invoker
 set search_path to pg_catalog, public, pg_temp
@@ -332,28 +486,35 @@ as $$
 declare
     f jsonb := coalesce(filters, '{}');
     excluded bigint[] := case when exclude_user is not null
-                              then pyembed.user_item_ids(exclude_user) else '{}' end;
+                              then pyembed.user_item_ids(exclude_user) else '{}' end
+                         || coalesce(also_exclude, '{}');
+    fetch_n integer := (plan->>'fetch')::integer;
     k integer := (plan->>'k')::integer;
+    collected bigint;
 begin
     fallback := false;
+    if cardinality(excluded) > 0 then
+        plan := plan || '{"excluding": true}';
+    end if;
     if plan->>'strategy' = 'hnsw' and plan->>'function' is not null then
-        execute format('select f.ids, f.distances from pyembed.%I($1, $2, $3, $4, $5, $6, $7) f',
-                       plan->>'function')
-            into ids, distances
-            using f, query, excluded, (plan->>'fetch')::integer, k,
-                  (plan->>'ef_search')::integer, (plan->>'max_scan_tuples')::integer;
-    elsif plan->>'strategy' = 'hnsw' then
-        select r.ids, r.distances into ids, distances
+        select u.ids, u.distances, case u.complete when true then fetch_n when false then 0 end
+        into ids, distances, collected
+        from pyembed.search_unfiltered(f, query, excluded, fetch_n, k,
+            (plan->>'ef_search')::integer, (plan->>'max_scan_tuples')::integer,
+            (plan->>'model_id')::integer) u;
+    end if;
+    if plan->>'strategy' = 'hnsw' and collected is null then
+        select r.ids, r.distances, r.collected into ids, distances, collected
         from pyembed.search_run_hnsw(plan, query, f, excluded) r;
     end if;
-    if plan->>'strategy' = 'hnsw' and coalesce(cardinality(ids), 0) < k then
-        raise debug 'pyembed.search: HNSW found % < % rows, falling back to exact',
-            coalesce(cardinality(ids), 0), k;
+    if plan->>'strategy' = 'hnsw' and coalesce(collected, 0) < fetch_n then
+        raise debug 'pyembed.search: HNSW collected % < % candidates, falling back to exact',
+            coalesce(collected, 0), fetch_n;
         fallback := true;
     end if;
     if plan->>'strategy' = 'exact' or fallback then
-        execute pyembed.search_sql(plan, 'exact') into ids, distances
-            using f, query, excluded, (plan->>'fetch')::integer, k;
+        execute pyembed.search_sql(plan, 'exact') into ids, distances, collected
+            using f, query, excluded, fetch_n, k;
     end if;
     ids := coalesce(ids, '{}');
     distances := coalesce(distances, '{}');
@@ -382,12 +543,26 @@ language plpgsql volatile security invoker
 set search_path to pg_catalog, public, pg_temp
 as $$
 declare
-    plan jsonb := pyembed.search_plan(query, k, filters, exclude_user, model_id);
+    plan jsonb;
     found_ids bigint[];
     found_distances double precision[];
+    complete boolean;
 begin
-    select r.ids, r.distances into found_ids, found_distances
-    from pyembed.search_execute(plan, query, filters, exclude_user) r;
+    -- The common case (no filter, nobody excluded, default settings) skips the plan: one static
+    -- call of the per-model statements in search_unfiltered (plans cached per session).
+    if (filters is null or filters = '{}') and exclude_user is null
+       and coalesce(current_setting('pyembed.search_strategy', true), '') in ('', 'auto')
+       and coalesce(current_setting('pyembed.search_ef_search', true), '')
+           || coalesce(current_setting('pyembed.search_rerank', true), '')
+           || coalesce(current_setting('pyembed.search_max_scan_tuples', true), '') = '' then
+        select u.ids, u.distances, u.complete into found_ids, found_distances, complete
+        from pyembed.search_unfiltered('{}', query, '{}', null, k, null, null, model_id) u;
+    end if;
+    if complete is not true then
+        plan := pyembed.search_plan(query, k, filters, exclude_user, model_id);
+        select r.ids, r.distances into found_ids, found_distances
+        from pyembed.search_execute(plan, query, filters, exclude_user) r;
+    end if;
     return query
         select i.item_id, i.external_id, i.title, x.d
         from unnest(found_ids, found_distances) with ordinality as x(id, d, o)
@@ -429,7 +604,11 @@ declare
     m integer := coalesce(search_similar.model_id, pyembed.active_model_id());
     source_id bigint := similar_to;
     v vector;
+    plan jsonb;
+    found_ids bigint[];
+    found_distances double precision[];
 begin
+    perform pyembed.check_search_args(k);
     if not exists (select from pyembed.items i where i.item_id = source_id) then
         raise exception 'unknown item_id %', source_id using errcode = 'PE004';
     end if;
@@ -439,15 +618,16 @@ begin
         raise exception 'item % has no vector for model % yet', source_id, m
             using errcode = 'PE004', hint = 'run the worker (`pyembed-db worker --once`)';
     end if;
-    if k is null or k < 1 or k > 1000 then
-        raise exception 'k must be between 1 and 1000, got %', k using errcode = 'PE012';
-    end if;
+    -- The item is excluded inside the search (not dropped from k + 1 results), so k = 1000,
+    -- the top of the range, works too.
+    plan := pyembed.search_plan(v, k, filters, exclude_user, m);
+    select r.ids, r.distances into found_ids, found_distances
+    from pyembed.search_execute(plan, v, filters, exclude_user, array[source_id]) r;
     return query
-        select s.item_id, s.external_id, s.title, s.distance
-        from pyembed.search(v, k + 1, filters, exclude_user, m) s
-        where s.item_id <> source_id
-        order by s.distance, s.item_id
-        limit k;
+        select i.item_id, i.external_id, i.title, x.d
+        from unnest(found_ids, found_distances) with ordinality as x(id, d, o)
+        join pyembed.items i on i.item_id = x.id
+        order by x.o;
 end
 $$;
 
@@ -473,9 +653,7 @@ declare
     vector_ids bigint[] := '{}';
     vector_distances double precision[] := '{}';
 begin
-    if k is null or k < 1 or k > 1000 then
-        raise exception 'k must be between 1 and 1000, got %', k using errcode = 'PE012';
-    end if;
+    perform pyembed.check_search_args(k);
     if rrf_k is null or rrf_k < 1 then
         raise exception 'rrf_k must be >= 1, got %', rrf_k using errcode = 'PE012';
     end if;
@@ -532,17 +710,17 @@ begin
 end
 $$;
 
--- Re-create the per-index search functions of every indexed model (see create_search_function).
+-- Re-create search_unfiltered from the current models and indexes, and drop the per-index
+-- functions of earlier releases (pyembed.search_item_embeddings_hnsw_m<id>...).
 do $$
 declare
-    m record;
+    fn regprocedure;
 begin
-    for m in select model_id, coalesce(config->>'index_storage', 'vector') as storage
-             from pyembed.embedding_models loop
-        if to_regclass(format('pyembed.%I', pyembed.model_index_name(m.model_id, m.storage)))
-           is not null then
-            perform pyembed.create_search_function(m.model_id);
-        end if;
+    for fn in select p.oid::regprocedure from pg_proc p
+              where p.pronamespace = 'pyembed'::regnamespace
+                and p.proname like 'search\_item\_embeddings\_hnsw\_%' loop
+        execute format('drop function %s', fn);
     end loop;
+    perform pyembed.create_search_function();
 end
 $$;
