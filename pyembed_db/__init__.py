@@ -47,6 +47,7 @@ from .search import (
     search_text,
 )
 from .server import database_url
+from .training import TrainResult, train_behavior
 from .users import refresh_user, refresh_users
 
 __version__ = _version("pyembed-db")
@@ -66,6 +67,7 @@ __all__ = [
     "SearchHit",
     "ServerError",
     "Settings",
+    "TrainResult",
     "activate_model",
     "connect",
     "create_sa_engine",
@@ -90,4 +92,5 @@ __all__ = [
     "search_items",
     "search_similar",
     "search_text",
+    "train_behavior",
 ]

@@ -56,6 +56,7 @@ METHODS: list[tuple[str, str | None, str, float | None]] = [
     ("default", None, "auto", None),
 ]
 TIMED_USERS = 100
+COLD_EVENTS = 5  # held-out items with fewer training events are scored apart as cold items
 INTEREST_BATCH = 500
 
 
@@ -159,10 +160,20 @@ def _baseline_lists(conn: psycopg.Connection[Any], users: list[int],
     return out
 
 
-def _popular_items(conn: psycopg.Connection[Any]) -> set[int]:
+def _popular_items(conn: psycopg.Connection[Any]) -> tuple[set[int], dict[int, int]]:
+    """The 100 items with the most training events, and every item's training events."""
     events, _ = read_events(conn)
     items, counts = np.unique(events.item_ids, return_counts=True)
-    return {int(i) for i in items[np.argsort(-counts, kind="stable")[:100]]}
+    top = {int(i) for i in items[np.argsort(-counts, kind="stable")[:100]]}
+    return top, dict(zip(items.tolist(), counts.tolist(), strict=True))
+
+
+def _cold_relevant(relevant: dict[int, set[int]],
+                   training_counts: dict[int, int]) -> dict[int, set[int]]:
+    """Per user, the relevant held-out items with fewer than COLD_EVENTS training events."""
+    cold = {u: {i for i in items if training_counts.get(i, 0) < COLD_EVENTS}
+            for u, items in relevant.items()}
+    return {u: items for u, items in cold.items() if items}
 
 
 def evaluate(conn: psycopg.Connection[Any], *, holdout: int | None = 10,
@@ -198,8 +209,9 @@ def evaluate(conn: psycopg.Connection[Any], *, holdout: int | None = 10,
                                {"model_id": model_id}).fetchone()
         users = sorted(relevant)
         catalog_size = int(catalog[0]) if catalog else 0
-        popular = _popular_items(conn)
-        results = []
+        popular, training_counts = _popular_items(conn)
+        cold = _cold_relevant(relevant, training_counts)
+        results, cold_results = [], []
         for name, method, vectors, blend in METHODS:
             if method == "behavior" and trained is None:
                 continue
@@ -208,9 +220,14 @@ def evaluate(conn: psycopg.Connection[Any], *, holdout: int | None = 10,
                                       model_id)
                 results.append(_score(name, exclude_seen, lists, relevant, k, catalog_size,
                                       popular, "postgres"))
+                if exclude_seen:
+                    cold_results.append(_score(name, True, lists, cold, k, catalog_size,
+                                               popular, "postgres"))
         for name, lists in _baseline_lists(conn, users, k).items():
             results.append(_score(name, True, lists, relevant, k, catalog_size, popular,
                                   "numpy"))
+            cold_results.append(_score(name, True, lists, cold, k, catalog_size, popular,
+                                       "numpy"))
         p50 = _recommend_p50_ms(conn, users, k, model_id)
     finally:
         conn.rollback()
@@ -225,6 +242,7 @@ def evaluate(conn: psycopg.Connection[Any], *, holdout: int | None = 10,
             "validation": trained.validation.get("chosen"), "train_seconds": trained.seconds},
         "recommend_p50_ms": p50,
         "results": results,
+        "cold_items": {"training_events_below": COLD_EVENTS, "results": cold_results},
     }
 
 

@@ -157,7 +157,18 @@ def _evaluate(args: argparse.Namespace) -> int:
         rows = [{"method": r["method"], "exclude_seen": "yes" if r["exclude_seen"] else "no",
                  f"recall@{d['k']}": r["recall"], f"ndcg@{d['k']}": r["ndcg"],
                  "coverage": r["coverage"]} for r in d["results"]]
-        return head + "\n" + table(rows)
+        cold = d["cold_items"]
+        cold_rows = [{"method": r["method"], "users": r["users"],
+                      f"recall@{d['k']}": r["recall"], f"ndcg@{d['k']}": r["ndcg"]}
+                     for r in cold["results"]]
+        behavior = d["behavior"]
+        trained = (f"\nbehavior model: {behavior['method']}, d={behavior['dimensions']}, "
+                   f"trained in {behavior['train_seconds']} s, fusion {behavior['fusion']}"
+                   if behavior else "")
+        return (head + "\n" + table(rows) + "\n\ncold items (held-out items with fewer than "
+                f"{cold['training_events_below']} training events; seen excluded):\n"
+                + table(cold_rows) + f"\n\nrecommend p50 (default method): "
+                f"{d['recommend_p50_ms']:.1f} ms" + trained)
 
     emit(args, report, human)
     return 0
