@@ -17,13 +17,15 @@ grant insert, update on pyembed.item_queue, pyembed.user_queue to pyembed_writer
 grant usage on all sequences in schema pyembed to pyembed_writer;
 
 grant insert, update, delete on all tables in schema pyembed to pyembed_worker;
+-- Role bindings decide tenancy (revision 0006): administrators only.
+revoke insert, update, delete on pyembed.tenant_roles from pyembed_worker;
 
 -- Functions: nobody but the owner by default; read-only ones to readers, the rest to workers.
 do $$
 declare
     fn record;
     read_only text[] := array[
-        'active_model_id', 'status', 'filter_sql', 'search', 'search_similar', 'search_text',
+        'active_model_id', 'status', 'current_tenant', 'filter_sql', 'search', 'search_similar', 'search_text',
         'search_plan', 'explain_search', 'recommend', 'popular_items', 'event_weight',
         -- helpers of the search functions (sql/functions/20_search.sql)
         'jsonb_text_array', 'jsonb_bigint_array', 'filter_check_array', 'filter_range',
@@ -48,6 +50,10 @@ begin
         execute format('grant execute on function %s to %I', fn.signature,
                        case when fn.proname = any (read_only) then 'pyembed_reader'
                             else 'pyembed_worker' end);
+        -- Tenant bindings alter roles: administrators only.
+        if fn.proname in ('bind_tenant', 'unbind_tenant') then
+            execute format('revoke execute on function %s from pyembed_worker', fn.signature);
+        end if;
     end loop;
 end
 $$;

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import random
 import re
+import uuid
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -96,6 +97,67 @@ def test_worker_sees_every_tenant(session: Any) -> None:
     worker = session("pyembed_worker", None)
     row = worker.execute("select count(distinct tenant_id) from pyembed.items").fetchone()
     assert row == (2,)
+
+
+@pytest.fixture
+def bound_login(tenants_url: str) -> Iterator[Any]:
+    """Login roles (member of a pyembed group) bound to a tenant with pyembed.bind_tenant."""
+    made: list[str] = []
+
+    def login(group: str, tenant: str) -> psycopg.Connection[Any]:
+        name = f"t_{group[8:]}_{uuid.uuid4().hex[:8]}"
+        with psycopg.connect(tenants_url, autocommit=True) as owner:
+            owner.execute(f"create role {name} login in role {group}")
+            owner.execute("select pyembed.bind_tenant(%s, %s)", (name, tenant))
+        made.append(name)
+        return psycopg.connect(tenants_url, user=name, autocommit=True)
+
+    yield login
+    with psycopg.connect(tenants_url, autocommit=True) as owner:
+        for name in made:
+            owner.execute("delete from pyembed.tenant_roles where role_name = %s", (name,))
+            owner.execute(f"drop owned by {name}")
+            owner.execute(f"drop role {name}")
+
+
+def test_bound_reader_cannot_switch_tenant(bound_login: Any) -> None:
+    with bound_login("pyembed_reader", "acme") as reader:
+        # the binding set the role's default, so the session starts in its tenant
+        assert reader.execute("show pyembed.tenant_id").fetchone() == ("acme",)
+        for setting in ("globex", ""):
+            reader.execute("select set_config('pyembed.tenant_id', %s, false)", (setting,))
+            assert reader.execute("select pyembed.current_tenant()").fetchone() == ("acme",)
+            for table in ("users", "items", "events"):
+                tenants = reader.execute(
+                    f"select distinct tenant_id from pyembed.{table}").fetchall()
+                assert tenants == [("acme",)], (setting, table)
+        # nor can it read the bindings of other roles, or rebind itself
+        assert reader.execute("select count(*) from pyembed.tenant_roles").fetchone() == (1,)
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            reader.execute("select pyembed.bind_tenant(current_user, 'globex')")
+
+
+def test_bound_writer_cannot_write_into_another_tenant(bound_login: Any) -> None:
+    with bound_login("pyembed_writer", "globex") as writer:
+        writer.execute("insert into pyembed.users (external_id) values ('bound-1')")
+        assert writer.execute("select tenant_id from pyembed.users where external_id = 'bound-1'"
+                              ).fetchone() == ("globex",)
+        writer.execute("set pyembed.tenant_id = 'acme'")
+        for sql in ("insert into pyembed.users (external_id) values ('bound-2')",
+                    "insert into pyembed.users (tenant_id, external_id) values ('acme', 'b3')"):
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                writer.execute(sql)
+        updated = writer.execute("update pyembed.users set attributes = '{}' "
+                                 "where tenant_id = 'acme'")
+        assert updated.rowcount == 0
+
+
+def test_only_administrators_bind_tenants(session: Any) -> None:
+    worker = session("pyembed_worker", None)
+    with pytest.raises(psycopg.errors.InsufficientPrivilege):
+        worker.execute("select pyembed.bind_tenant('pyembed_reader', 'acme')")
+    with pytest.raises(psycopg.errors.InsufficientPrivilege):
+        worker.execute("insert into pyembed.tenant_roles values ('pyembed_reader', 'acme')")
 
 
 # --- Fuzzed proof that the SQL functions (SECURITY INVOKER) obey row-level security -----------

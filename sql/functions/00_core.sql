@@ -238,3 +238,55 @@ as $$
     union all select 'item_queue', count(*) from pyembed.item_queue
     union all select 'user_queue', count(*) from pyembed.user_queue
 $$;
+
+-- Tenants bound to roles (table pyembed.tenant_roles, revision 0006). A bound role sees and
+-- writes only its tenant's rows whatever it sets pyembed.tenant_id to. bind_tenant also makes
+-- the tenant the role's default setting, so the tenant_id column defaults fill it in. For
+-- administrators only (it alters a role): no pyembed role may execute it.
+--   select pyembed.bind_tenant('shop_acme', 'acme');
+create or replace function pyembed.bind_tenant(role_name name, tenant_id text)
+returns void
+language plpgsql volatile security invoker
+set search_path to pg_catalog, public, pg_temp
+as $$
+begin
+    if tenant_id is null or tenant_id = '' then
+        raise exception 'tenant_id must be a non-empty text' using errcode = 'PE012';
+    end if;
+    if not exists (select from pg_roles r where r.rolname = bind_tenant.role_name) then
+        raise exception 'unknown role %', role_name using errcode = 'PE012';
+    end if;
+    insert into pyembed.tenant_roles as b (role_name, tenant_id)
+    values (bind_tenant.role_name, bind_tenant.tenant_id)
+    on conflict on constraint tenant_roles_pkey do update set tenant_id = excluded.tenant_id;
+    execute format('alter role %I in database %I set pyembed.tenant_id = %L',
+                   role_name, current_database(), tenant_id);
+end
+$$;
+
+create or replace function pyembed.unbind_tenant(role_name name)
+returns boolean
+language plpgsql volatile security invoker
+set search_path to pg_catalog, public, pg_temp
+as $$
+begin
+    delete from pyembed.tenant_roles b where b.role_name = unbind_tenant.role_name;
+    if not found then
+        return false;
+    end if;
+    execute format('alter role %I in database %I reset pyembed.tenant_id',
+                   role_name, current_database());
+    return true;
+end
+$$;
+
+-- The tenant this session reads and writes: its role's binding, else the session setting
+-- (null: untenanted rows only). The policies hold the same rule inline.
+create or replace function pyembed.current_tenant()
+returns text
+language sql stable security invoker
+as $$
+    select coalesce(
+        (select b.tenant_id from pyembed.tenant_roles b where b.role_name = current_user),
+        nullif(pg_catalog.current_setting('pyembed.tenant_id', true), ''))
+$$;
