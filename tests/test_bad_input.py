@@ -231,6 +231,14 @@ SQL_CASES = [
                  "PE012", "rrf_k must be >= 1, got 0", id="search_text: rrf_k=0"),
     pytest.param("select * from pyembed.search_text(%(big)s, null, 5)", {},
                  "PE012", "query_text is too long", id="search_text: 1 MB text"),
+    pytest.param("select * from pyembed.search_text(repeat('\"star wars\" or -c ', 500), "
+                 "null, 5)", {}, "PE012", "query_text is too complex",
+                 id="search_text: thousands of operators under the length limit"),
+    pytest.param("select * from pyembed.mmr(array(select generate_series(1, 5000)::bigint), "
+                 "null, null, 10, 0.5)", {}, "PE012", "at most 4000 candidates",
+                 id="mmr: unbounded candidates"),
+    pytest.param("select * from pyembed.mmr('{1}', '{1}', array['[1,0]'::vector], 10, 2)", {},
+                 "PE012", "diversity must be between 0 and 1", id="mmr: diversity 2"),
     # recommendations
     pytest.param("select * from pyembed.recommend(999999, 5)", {},
                  "PE003", "unknown user_id 999999", id="recommend: unknown user"),

@@ -663,6 +663,12 @@ begin
             using errcode = 'PE012';
     end if;
     tsq := websearch_to_tsquery('english', coalesce(query_text, ''));
+    -- Matching and ranking cost grows with the query's nodes: ~3,900 OR/NOT operators in a
+    -- 9,990-character text ran for minutes. 255 nodes is about 128 words.
+    if numnode(tsq) > 255 then
+        raise exception 'query_text is too complex: % terms and operators (max 255)',
+            numnode(tsq) using errcode = 'PE012';
+    end if;
     if query is null and numnode(tsq) = 0 then
         raise exception 'search_text needs query_text with words or a query vector'
             using errcode = 'PE012';

@@ -188,6 +188,15 @@ declare
     best_value double precision;
     value double precision;
 begin
+    -- O(k * n) in PL/pgSQL: bounded like every other size a reader can pass.
+    if n > 4000 or k is null or k < 1 or k > 1000 then
+        raise exception 'mmr takes at most 4000 candidates and k between 1 and 1000 (got %, %)',
+            n, k using errcode = 'PE012';
+    end if;
+    if diversity is null or diversity < 0 or diversity > 1 then
+        raise exception 'diversity must be between 0 and 1, got %', diversity
+            using errcode = 'PE012';
+    end if;
     for step in 1 .. least(k, n) loop
         best := null;
         for j in 1 .. n loop
