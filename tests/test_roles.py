@@ -36,6 +36,16 @@ def test_reader_reads_but_cannot_write_or_maintain(as_role: Any) -> None:
         reader.execute("select pyembed.ensure_model_index(1)")
 
 
+def test_reader_runs_the_readme_lookups(as_role: Any) -> None:
+    # README's first SQL examples; no model is registered here, so item_vector refuses with
+    # pyembed's own error (PE0xx), not with a permission error (42501).
+    reader = as_role("pyembed_reader")
+    assert reader.execute("select * from pyembed.embedding_coverage()").fetchall() is not None
+    with pytest.raises(psycopg.Error) as info:
+        reader.execute("select pyembed.item_vector(1)")
+    assert info.value.sqlstate is not None and info.value.sqlstate.startswith("PE")
+
+
 def test_reader_cannot_call_any_maintenance_function(db_url: str, as_role: Any) -> None:
     with psycopg.connect(db_url) as owner:
         maintenance = [
