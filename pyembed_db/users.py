@@ -21,7 +21,7 @@ from pgvector import Vector
 from . import sqlfiles
 from .errors import InvalidInputError, NotFoundError, translate
 from .interests import choose_k, weighted_kmeans
-from .training import fold_in_users
+from .training import active_behavior_model, fold_in_users
 
 log = logging.getLogger(__name__)
 
@@ -120,8 +120,34 @@ def refresh_step(conn: psycopg.Connection[Any], batch_size: int = 1000) -> int:
         return 0
     done = _refresh_batch(conn, batch_size, None, True)
     if done == 0:
+        done = _catch_up(conn, batch_size)
+    if done == 0:
         done = int(refresh_popularity(conn, min_interval=POPULARITY_INTERVAL) > 0)
     return done
+
+
+def _catch_up(conn: psycopg.Connection[Any], batch_size: int) -> int:
+    """Recompute the interests and behavior vectors that lag their user's long-term vector
+    (users refreshed by ``pyembed.refresh_users`` in SQL alone); returns users caught up."""
+    model_id = active_model_id(conn)
+    if model_id is None:
+        conn.commit()
+        return 0
+    try:
+        rows = conn.execute(sqlfiles.read("queries/user_catch_up.sql"),
+                            {"model_id": model_id, "batch": batch_size,
+                             "behavior_model": active_behavior_model(conn)}).fetchall()
+        user_ids = [int(r[0]) for r in rows]
+        if user_ids:
+            write_interests(conn, user_ids, model_id)
+            fold_in_users(conn, user_ids)
+        conn.commit()
+    except psycopg.Error as exc:
+        conn.rollback()
+        raise translate(exc) from exc
+    if user_ids:
+        log.info("caught up the interests and behavior vectors of %d users", len(user_ids))
+    return len(user_ids)
 
 
 def refresh_popularity(conn: psycopg.Connection[Any], *, min_interval: timedelta | None = None,
@@ -196,6 +222,8 @@ def write_interests(conn: psycopg.Connection[Any], user_ids: list[int], model_id
         write_interests(conn, [1, 2, 3], model_id=1)
     """
     k_max, min_items = _settings(conn)
+    conn.execute(sqlfiles.read("queries/user_interest_delete.sql"),
+                 {"users": user_ids, "model_id": model_id})
     rows = conn.execute(sqlfiles.read("queries/user_interest_items.sql"),
                         {"users": user_ids, "model_id": model_id}).fetchall()
     per_user: dict[int, list[tuple[Any, ...]]] = defaultdict(list)

@@ -86,3 +86,39 @@ def test_worker_step_writes_interests_for_queued_users(db_url: str) -> None:
                              (model_id,)).fetchall()
     assert kinds == [(few, "long_term", 1), (few, "short_term", 1),
                      (many, "interest", 2), (many, "long_term", 1), (many, "short_term", 1)]
+
+
+def test_sql_refresh_keeps_interests_and_the_worker_catches_them_up(db_url: str) -> None:
+    from pyembed_db.db import connect
+
+    rng = np.random.default_rng(3)
+    interests = ("select count(*), min(event_watermark) from pyembed.user_embeddings "
+                 "where user_id = %s and kind = 'interest'")
+    with connect(db_url) as conn:
+        model_id = add_model(conn, "cron")
+        a, b = two_tastes(rng, 12)
+        items = add_items(conn, model_id, np.vstack([a, b]), "cr")
+        user = add_user(conn, "cron-user")
+        add_events(conn, [(user, i, "like", None, T0) for i in items[:20]])
+        conn.execute("delete from pyembed.item_queue")
+        assert users.refresh_user(conn, user) == 2 + 2
+        conn.commit()
+        before = conn.execute(interests, (user,)).fetchone()
+        assert before is not None and before[0] == 2
+
+        # A new event, refreshed by SQL alone (as pg_cron would): interests kept, now behind.
+        add_events(conn, [(user, items[20], "like", None, T0)])
+        conn.execute("select pyembed.refresh_users()")
+        conn.commit()
+        long_term = conn.execute(
+            "select event_watermark from pyembed.user_embeddings "
+            "where user_id = %s and kind = 'long_term'", (user,)).fetchone()
+        assert long_term is not None
+        assert conn.execute(interests, (user,)).fetchone() == before
+        assert before[1] < long_term[0]
+
+        # The worker's idle step recomputes them from every event.
+        while users.refresh_step(conn, 10):
+            pass
+        after = conn.execute(interests, (user,)).fetchone()
+    assert after == (2, long_term[0])

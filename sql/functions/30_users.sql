@@ -115,8 +115,10 @@ as $$
     group by ev.user_id, ev.item_id
 $$;
 
--- Recompute the long_term and short_term vectors of `users` from all their events (set-based);
--- their interest vectors are removed (the worker recomputes them). Returns vectors written.
+-- Recompute the long_term and short_term vectors of `users` from all their events (set-based).
+-- Their interest vectors (weighted k-means, computed by the Python worker) are kept: called from
+-- SQL alone (pg_cron) they lag the new long_term vector until the worker's catch-up recomputes
+-- them (pyembed_db.users.refresh_step); they are never dropped. Returns vectors written.
 create or replace function pyembed.refresh_user_set(
     users bigint[], half_life interval default null, short_term_window interval default null,
     model_id integer default null)
@@ -132,7 +134,8 @@ begin
     if not exists (select from pyembed.embedding_models em where em.model_id = m) then
         raise exception 'unknown model_id %', m using errcode = 'PE002';
     end if;
-    delete from pyembed.user_embeddings ue where ue.model_id = m and ue.user_id = any (users);
+    delete from pyembed.user_embeddings ue
+    where ue.model_id = m and ue.user_id = any (users) and ue.kind in ('long_term', 'short_term');
     -- The user vector is mean(liked) - gamma * mean(disliked), each mean weighted by the items'
     -- decayed net weights, so the liked items dominate however many dislikes there are.
     -- Each item is scaled once (for its short-term or long-term sign class) and once more only

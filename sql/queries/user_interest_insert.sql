@@ -1,4 +1,4 @@
--- One interest vector of a user (the batch's old interests were removed by refresh_user_set).
+-- One interest vector of a user (the batch's old interests were deleted just before).
 insert into pyembed.user_embeddings
     (model_id, user_id, kind, slot, embedding, weight, event_count, event_watermark)
 values (%(model_id)s, %(user_id)s, 'interest', %(slot)s, %(embedding)s, %(weight)s,
