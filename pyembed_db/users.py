@@ -187,12 +187,45 @@ def _refresh_batch(conn: psycopg.Connection[Any], batch_size: int, since: dateti
             write_interests(conn, user_ids, model_id)
         fold_in_users(conn, user_ids)
         conn.commit()
-    except psycopg.Error as exc:
+    except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
+        raise translate(exc) from exc  # the connection is gone: the claimed users stay queued
+    except Exception as exc:
         conn.rollback()
-        raise translate(exc) from exc
+        log.warning("batch of users failed (%s); refreshing them one by one", exc)
+        return _refresh_one_by_one(conn, batch_size, model_id, interests)
     if user_ids:
         log.info("refreshed %d users", len(user_ids))
     return len(user_ids)
+
+
+def _refresh_one_by_one(conn: psycopg.Connection[Any], batch_size: int, model_id: int,
+                        interests: bool) -> int:
+    """After a failed batch: each user in its own transaction; a failing one backs off."""
+    handled = 0
+    for _ in range(batch_size):
+        row = conn.execute(sqlfiles.read("queries/user_queue_claim_one.sql")).fetchone()
+        if row is None:
+            conn.commit()
+            break
+        user_id = int(row[0])
+        try:
+            conn.execute(sqlfiles.read("queries/user_refresh_dequeue.sql"),
+                         {"user_id": user_id, "model_id": model_id})
+            if interests:
+                write_interests(conn, [user_id], model_id)
+            fold_in_users(conn, [user_id])
+            conn.commit()
+        except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
+            raise translate(exc) from exc
+        except Exception as exc:
+            conn.rollback()
+            error = f"{type(exc).__name__}: {exc}"
+            conn.execute(sqlfiles.read("queries/user_queue_retry.sql"),
+                         {"user_id": user_id, "error": error})
+            conn.commit()
+            log.error("user %s failed, will retry with back-off: %s", user_id, error)
+        handled += 1
+    return handled
 
 
 def _settings(conn: psycopg.Connection[Any]) -> tuple[int, int]:

@@ -122,3 +122,35 @@ def test_sql_refresh_keeps_interests_and_the_worker_catches_them_up(db_url: str)
             pass
         after = conn.execute(interests, (user,)).fetchone()
     assert after == (2, long_term[0])
+
+
+def test_one_failing_user_backs_off_while_the_others_refresh(db_url: str,
+                                                             monkeypatch: Any) -> None:
+    from pyembed_db.db import connect
+
+    with connect(db_url) as conn:
+        model_id = add_model(conn, "fail")
+        items = add_items(conn, model_id, np.eye(3, DIM), "fl")
+        names = ("fl-ok-1", "fl-bad", "fl-ok-2")
+        ids = {name: add_user(conn, name) for name in names}
+        add_events(conn, [(ids[n], items[k], "like", None, T0) for k, n in enumerate(names)])
+        conn.execute("delete from pyembed.item_queue")
+        conn.execute("delete from pyembed.user_queue where user_id <> all (%s)",
+                     (list(ids.values()),))
+        conn.commit()
+        real = users.fold_in_users
+
+        def fold_in(c: Any, user_ids: list[int], model: int | None = None) -> int:
+            if ids["fl-bad"] in user_ids:
+                raise RuntimeError("fold-in blew up")
+            return real(c, user_ids, model)
+
+        monkeypatch.setattr(users, "fold_in_users", fold_in)
+        assert users.refresh_step(conn, 10) == 3
+        queued = conn.execute("select user_id, attempts, last_error, not_before > now() "
+                              "from pyembed.user_queue").fetchall()
+        refreshed = {r[0] for r in conn.execute(
+            "select user_id from pyembed.user_embeddings where model_id = %s", (model_id,))}
+    assert refreshed == {ids["fl-ok-1"], ids["fl-ok-2"]}
+    assert len(queued) == 1 and queued[0][:2] == (ids["fl-bad"], 1)
+    assert "fold-in blew up" in queued[0][2] and queued[0][3]

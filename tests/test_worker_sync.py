@@ -148,6 +148,43 @@ def test_failed_batch_stays_queued_with_error(model_url: str, monkeypatch: Any) 
         assert _queued(conn) == set()
 
 
+def test_one_failing_item_neither_stalls_its_batch_nor_retries_forever(
+    model_url: str, monkeypatch: Any
+) -> None:
+    from pyembed_db.embed import encoder as encoder_module
+    from pyembed_db.embed.sync import MAX_ATTEMPTS
+
+    real_encode = encoder_module.Encoder.encode
+
+    def poisoned(self: Any, texts: list[str]) -> np.ndarray:
+        if any("Poison" in t for t in texts):
+            raise RuntimeError("cannot embed this one")
+        return real_encode(self, texts)
+
+    with connect(model_url) as conn:
+        _insert_items(conn, [("p-ok-1", "Teapot", None, 5), ("p-bad", "Poison pill", None, 5),
+                             ("p-ok-2", "Kettle", None, 5)])
+        monkeypatch.setattr(encoder_module.Encoder, "encode", poisoned)
+        drain(conn)
+        embedded = {r[0] for r in conn.execute(
+            "select i.external_id from pyembed.item_embeddings e join pyembed.items i "
+            "using (item_id) where i.external_id like 'p-%'").fetchall()}
+        assert embedded == {"p-ok-1", "p-ok-2"}  # the good items of the batch went through
+        for attempt in range(2, MAX_ATTEMPTS + 1):
+            conn.execute("update pyembed.item_queue set not_before = now()")
+            conn.commit()
+            drain(conn)
+            queued = conn.execute(
+                "select q.attempts from pyembed.item_queue q join pyembed.items i "
+                "using (item_id) where i.external_id = 'p-bad'").fetchall()
+            assert queued == ([] if attempt == MAX_ATTEMPTS else [(attempt,)])
+        reason = conn.execute(
+            "select s.reason from pyembed.item_embedding_skips s join pyembed.items i "
+            "using (item_id) where i.external_id = 'p-bad'").fetchall()
+    assert len(reason) >= 1 and all(f"failed {MAX_ATTEMPTS} times" in r[0]
+                                    and "cannot embed this one" in r[0] for r in reason)
+
+
 def test_reembed_fills_shadow_model_then_activate_switches(
     model_url: str, exported_minilm: dict[str, Any]
 ) -> None:

@@ -22,6 +22,10 @@ from .models import LoadedModel, ModelInfo, load_model, models_to_sync
 
 log = logging.getLogger(__name__)
 
+# Failures of one item before it is recorded as skipped (pyembed.item_embedding_skips) and
+# dequeued; retries back off exponentially in between (queries/item_queue_retry.sql).
+MAX_ATTEMPTS = 5
+
 
 def _embed_for_model(
     conn: psycopg.Connection[Any], model: LoadedModel, items: list[dict[str, Any]]
@@ -82,19 +86,56 @@ def embed_step(conn: psycopg.Connection[Any], batch_size: int = 128) -> int:
         items = cur.execute(sqlfiles.read("queries/item_texts.sql"),
                             {"item_ids": item_ids}).fetchall()
     try:
-        for model in models:
-            _embed_for_model(conn, model, items)
-        conn.execute(sqlfiles.read("queries/item_queue_done.sql"), {"item_ids": item_ids})
-        conn.commit()
+        _embed_items(conn, models, items)
     except (psycopg.OperationalError, psycopg.InterfaceError):
         raise  # the connection is gone: the rows unlock and stay queued
     except Exception as exc:
         conn.rollback()
-        log.error("batch of %d items failed, will retry: %s", len(item_ids), exc)
-        conn.execute(sqlfiles.read("queries/item_queue_retry.sql"),
-                     {"item_ids": item_ids, "error": f"{type(exc).__name__}: {exc}"})
-        conn.commit()
+        if len(items) == 1:
+            _failed(conn, models, items[0], exc)
+        else:
+            # One bad item must not hold back the others: embed them one by one.
+            log.warning("batch of %d items failed (%s); embedding them one by one",
+                        len(items), exc)
+            for item in items:
+                try:
+                    _embed_items(conn, models, [item])
+                except (psycopg.OperationalError, psycopg.InterfaceError):
+                    raise
+                except Exception as item_exc:
+                    conn.rollback()
+                    _failed(conn, models, item, item_exc)
     return len(item_ids)
+
+
+def _embed_items(conn: psycopg.Connection[Any], models: list[LoadedModel],
+                 items: list[dict[str, Any]]) -> None:
+    for model in models:
+        _embed_for_model(conn, model, items)
+    conn.execute(sqlfiles.read("queries/item_queue_done.sql"),
+                 {"item_ids": [item["item_id"] for item in items]})
+    conn.commit()
+
+
+def _failed(conn: psycopg.Connection[Any], models: list[LoadedModel], item: dict[str, Any],
+            exc: Exception) -> None:
+    """Back off a failing item; after MAX_ATTEMPTS record it as skipped and dequeue it."""
+    item_id, error = item["item_id"], f"{type(exc).__name__}: {exc}"
+    row = conn.execute(sqlfiles.read("queries/item_queue_retry.sql"),
+                       {"item_ids": [item_id], "error": error}).fetchone()
+    attempts = int(row[0]) if row else 0
+    if attempts >= MAX_ATTEMPTS:
+        log.error("item %s failed %d times, skipped: %s", item_id, attempts, error)
+        for model in models:
+            conn.execute(sqlfiles.read("queries/item_embedding_skip.sql"), {
+                "model_id": model.info.model_id, "item_id": item_id,
+                "reason": f"failed {attempts} times: {error}"[:2000],
+                "content_hash": content_hash(model.template.render(item))})
+        conn.execute(sqlfiles.read("queries/item_queue_done.sql"), {"item_ids": [item_id]})
+    else:
+        log.error("item %s failed (attempt %d of %d), will retry: %s", item_id, attempts,
+                  MAX_ATTEMPTS, error)
+    conn.commit()
 
 
 def stale_items(conn: psycopg.Connection[Any], model: ModelInfo) -> list[int]:
