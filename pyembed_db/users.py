@@ -191,6 +191,8 @@ def _refresh_batch(conn: psycopg.Connection[Any], batch_size: int, since: dateti
         raise translate(exc) from exc  # the connection is gone: the claimed users stay queued
     except Exception as exc:
         conn.rollback()
+        if isinstance(exc, psycopg.Error) and (exc.sqlstate or "").startswith("PE"):
+            raise translate(exc) from exc  # bad arguments: the same for every user
         log.warning("batch of users failed (%s); refreshing them one by one", exc)
         return _refresh_one_by_one(conn, batch_size, model_id, interests)
     if user_ids:

@@ -7,6 +7,7 @@ from typing import Any
 
 import psycopg
 import pytest
+from psycopg.types.json import Jsonb
 
 
 @pytest.fixture
@@ -92,3 +93,19 @@ def test_worker_drains_queues(as_role: Any) -> None:
         "where q.item_id = i.item_id and i.external_id = 'k-item'"
     )
     assert deleted.rowcount == 1
+
+
+def test_internal_search_sql_never_pastes_sql_from_its_arguments(as_role: Any) -> None:
+    # Readers may call the helpers of pyembed.search with any jsonb; a plan carrying SQL text
+    # (the old filter_sql key) or a hostile filter must not reach the statement.
+    reader = as_role("pyembed_reader")
+    plan = {"dimensions": 3, "model_id": 1, "storage": "vector", "distance": "cosine",
+            "filter_sql": "true) or (select pg_sleep(5)) is null or (true"}
+    for strategy in ("exact", "hnsw"):
+        text = reader.execute("select pyembed.search_sql(%s, %s)",
+                              (Jsonb(plan), strategy)).fetchone()
+        assert text is not None and "pg_sleep" not in text[0]
+    with pytest.raises(psycopg.Error) as info:
+        reader.execute("select pyembed.search_sql(%s, 'exact')",
+                       (Jsonb({**plan, "filters": {"x') or pg_sleep(5) is null --": 1}}),))
+    assert info.value.sqlstate == "PE010"

@@ -297,18 +297,22 @@ $$;
 
 -- The SQL text of one strategy, from a plan made by search_plan. Parameters:
 -- $1 filters, $2 query, $3 excluded item ids, $4 candidates to fetch, $5 k.
+-- Readers can call it with any jsonb, so nothing in `plan` is pasted as SQL: the filter clause
+-- is rebuilt from plan->'filters' by pyembed.filter_sql (validated keys, values as $1), the
+-- model and dimension are cast to integers, storage and distance are whitelisted.
 -- Returns one row: (ids bigint[], distances double precision[], collected bigint): the k best
 -- first, and how many candidates the index path collected (fewer than $4: its scan stopped).
 create or replace function pyembed.search_sql(plan jsonb, strategy text) returns text
-language plpgsql immutable security invoker
-set search_path to pg_catalog, pg_temp
+language plpgsql stable security invoker
+set search_path to pg_catalog, public, pg_temp
 as $$
 declare
     dims integer := (plan->>'dimensions')::integer;
     model integer := (plan->>'model_id')::integer;
     storage text := plan->>'storage';
     op text := case plan->>'distance' when 'cosine' then '<=>' when 'l2' then '<->' else '<#>' end;
-    filtered boolean := plan->>'filter_sql' <> 'true';
+    fsql text := pyembed.filter_sql(coalesce(plan->'filters', '{}'));
+    filtered boolean := fsql <> 'true';
     -- Only when excluding: even an empty "<> all" costs the planner time.
     excluding text := case when plan->>'exclude_user' is not null
                              or (plan->>'excluding')::boolean
@@ -328,7 +332,7 @@ begin
                   join pyembed.items i on i.item_id = ie.item_id
                   where ie.model_id = %s and (%s)%s
                   order by d, ie.item_id
-                  limit $5) r$q$, op, model, plan->>'filter_sql', excluding);
+                  limit $5) r$q$, op, model, fsql, excluding);
     end if;
     -- The expression must be the one ensure_model_index indexed, or the planner cannot use it.
     indexed := case storage
@@ -351,7 +355,7 @@ begin
         case storage when 'vector' then '(' || indexed || ') + 0'
                      else format('ie.embedding %s $2', op) end,
         case when filtered then 'join pyembed.items i on i.item_id = ie.item_id' else '' end,
-        model, plan->>'filter_sql', excluding, indexed);
+        model, fsql, excluding, indexed);
 end
 $$;
 
@@ -411,7 +415,7 @@ begin
             m.distance, m.model_id || ' (' || m.name || ')', rerank,
             pyembed.search_sql(jsonb_build_object(
                 'dimensions', m.dimensions, 'model_id', m.model_id, 'storage', storage,
-                'distance', m.distance, 'filter_sql', 'true', 'excluding', true), 'hnsw'));
+                'distance', m.distance, 'excluding', true), 'hnsw'));
     end loop;
     branches := case when branches = '' then 'return;'
                      else branches || E'\n            else\n                return;\n            end if;'
@@ -466,7 +470,8 @@ as $$
 begin
     perform set_config('hnsw.ef_search', plan->>'ef_search', true),
             set_config('hnsw.max_scan_tuples', plan->>'max_scan_tuples', true);
-    execute pyembed.search_sql(plan, 'hnsw') into ids, distances, collected
+    execute pyembed.search_sql(plan || jsonb_build_object('filters', coalesce(filters, '{}')),
+                               'hnsw') into ids, distances, collected
         using filters, query, excluded, (plan->>'fetch')::integer, (plan->>'k')::integer;
 end
 $$;
@@ -493,9 +498,8 @@ declare
     collected bigint;
 begin
     fallback := false;
-    if cardinality(excluded) > 0 then
-        plan := plan || '{"excluding": true}';
-    end if;
+    -- The filters the SQL is built from are the ones bound as $1 (search_sql).
+    plan := plan || jsonb_build_object('filters', f, 'excluding', cardinality(excluded) > 0);
     if plan->>'strategy' = 'hnsw' and plan->>'function' is not null then
         select u.ids, u.distances, case u.complete when true then fetch_n when false then 0 end
         into ids, distances, collected
