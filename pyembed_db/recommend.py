@@ -15,7 +15,7 @@ import psycopg
 
 from . import sqlfiles
 from .arguments import check_k, filters_json
-from .errors import InvalidInputError, NotFoundError, translate
+from .errors import InvalidInputError, translate
 from .users import UserRef, resolve_user
 
 if TYPE_CHECKING:
@@ -54,12 +54,14 @@ def resolve_items(conn: psycopg.Connection[Any], items: Sequence[ItemRef] | None
     external = [i for i in items if isinstance(i, str)]
     found: dict[str, int] = {}
     if external:
-        rows = conn.execute(sqlfiles.read("queries/recommend_resolve_items.sql"),
-                            {"external_ids": external}).fetchall()
-        found = {str(r[0]): int(r[1]) for r in rows}
-    missing = [e for e in external if e not in found]
-    if missing:
-        raise NotFoundError(f"unknown item(s): {', '.join(map(repr, missing))}")
+        try:
+            with conn.transaction():  # a savepoint: an unknown id leaves the caller's work intact
+                row = conn.execute(sqlfiles.read("queries/recommend_resolve_items.sql"),
+                                   {"external_ids": external}).fetchone()
+        except psycopg.Error as exc:
+            raise translate(exc) from exc
+        assert row is not None
+        found = dict(zip(external, (int(i) for i in row[0]), strict=True))
     return [found[i] if isinstance(i, str) else int(i) for i in items]
 
 

@@ -19,7 +19,7 @@ import psycopg
 from pgvector import Vector
 
 from . import sqlfiles
-from .errors import InvalidInputError, NotFoundError, translate
+from .errors import InvalidInputError, translate
 from .interests import choose_k, weighted_kmeans
 from .training import active_behavior_model, fold_in_users
 
@@ -47,9 +47,13 @@ def resolve_user(conn: psycopg.Connection[Any], user: UserRef) -> int:
         raise InvalidInputError(f"a user is an int user_id or a str external id, got {user!r}")
     if isinstance(user, int):
         return user
-    row = conn.execute(sqlfiles.read("queries/user_resolve.sql"), {"external_id": user}).fetchone()
-    if row is None:
-        raise NotFoundError(f"unknown user {user!r}")
+    try:
+        with conn.transaction():  # a savepoint: an unknown id leaves the caller's work intact
+            row = conn.execute(sqlfiles.read("queries/user_resolve.sql"),
+                               {"external_id": user}).fetchone()
+    except psycopg.Error as exc:
+        raise translate(exc) from exc
+    assert row is not None
     return int(row[0])
 
 

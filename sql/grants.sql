@@ -26,7 +26,7 @@ declare
     fn record;
     read_only text[] := array[
         'active_model_id', 'status', 'current_tenant', 'item_vector', 'embedding_coverage',
-        'resolve_model', 'filter_sql', 'search', 'search_similar', 'search_text',
+        'resolve_model', 'user_id', 'item_ids', 'filter_sql', 'search', 'search_similar', 'search_text',
         'search_plan', 'explain_search', 'recommend', 'popular_items', 'event_weight',
         -- helpers of the search functions (sql/functions/20_search.sql)
         'jsonb_text_array', 'jsonb_bigint_array', 'filter_check_array', 'filter_range',

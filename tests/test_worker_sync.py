@@ -267,6 +267,27 @@ def test_first_vector_of_an_item_queues_its_users(model_url: str) -> None:
         assert conn.execute("select count(*) from pyembed.user_queue").fetchone() == (0,)
 
 
+def test_first_vector_written_from_sql_queues_its_users(model_url: str) -> None:
+    """The re-queue is a trigger: a vector written by any SQL client (as the worker role) counts."""
+    with connect(model_url) as conn:
+        conn.execute("insert into pyembed.items (external_id, title) values ('sql-vec', '')")
+        conn.execute("insert into pyembed.users (external_id) values ('sql-user')")
+        conn.execute("insert into pyembed.events (user_id, item_id, event_type) select u.user_id, "
+                     "i.item_id, 'view' from pyembed.users u, pyembed.items i "
+                     "where u.external_id = 'sql-user' and i.external_id = 'sql-vec'")
+        conn.execute("delete from pyembed.user_queue")
+        conn.execute("set role pyembed_worker")
+        conn.execute("insert into pyembed.item_embeddings (model_id, item_id, embedding, "
+                     "content_hash) select pyembed.active_model_id(), i.item_id, "
+                     "pyembed.item_vector(i2.item_id), '\\x00' from pyembed.items i, "
+                     "pyembed.items i2 where i.external_id = 'sql-vec' and i2.item_id = "
+                     "(select min(item_id) from pyembed.item_embeddings)")
+        queued = conn.execute("select u.external_id from pyembed.user_queue q "
+                              "join pyembed.users u using (user_id)").fetchall()
+        conn.rollback()
+    assert queued == [("sql-user",)]
+
+
 def test_stale_items_names_items_whose_vector_is_not_current(model_url: str) -> None:
     from pyembed_db.embed import active_model
     from pyembed_db.embed.sync import stale_items

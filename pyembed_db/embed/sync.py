@@ -55,9 +55,6 @@ def _embed_for_model(
             ])
         conn.execute(sqlfiles.read("queries/item_skips_clear.sql"),
                      {"model_id": model_id, "item_ids": embeddable})
-        first = [i for i in embeddable if i not in current]
-        if first and model.info.status == "active":
-            conn.execute(sqlfiles.read("queries/user_queue_item_users.sql"), {"item_ids": first})
         truncated = model.encoder.last_stats.truncated
         if truncated:
             log.warning("%d items truncated to %d tokens by %s", truncated,

@@ -290,3 +290,49 @@ as $$
         (select b.tenant_id from pyembed.tenant_roles b where b.role_name = current_user),
         nullif(pg_catalog.current_setting('pyembed.tenant_id', true), ''))
 $$;
+
+-- External ids to internal ids, in the session's tenant. Unknown ids are errors (PE003 users,
+-- PE004 items), so a typo never silently recommends for nobody:
+--   select * from pyembed.recommend(pyembed.user_id('196'), 10,
+--                                   positive => pyembed.item_ids(array['50', '181']));
+create or replace function pyembed.user_id(external_id text) returns bigint
+language plpgsql stable security invoker
+set search_path to pg_catalog, public, pg_temp
+as $$
+declare
+    found_id bigint;
+begin
+    select u.user_id into found_id from pyembed.users u
+    where u.external_id = user_id.external_id
+      and coalesce(u.tenant_id, '') = coalesce(pyembed.current_tenant(), '');
+    if found_id is null then
+        raise exception 'unknown user %', quote_literal(external_id) using errcode = 'PE003';
+    end if;
+    return found_id;
+end
+$$;
+
+-- Internal ids of `external_ids`, in their order (duplicates kept).
+create or replace function pyembed.item_ids(external_ids text[]) returns bigint[]
+language plpgsql stable security invoker
+set search_path to pg_catalog, public, pg_temp
+as $$
+declare
+    ids bigint[];
+    unknown boolean;
+    missing text;
+begin
+    select array_agg(i.item_id order by x.o), bool_or(i.item_id is null),
+           (array_agg(x.id order by x.o) filter (where i.item_id is null))[1]
+    into ids, unknown, missing
+    from unnest(external_ids) with ordinality as x(id, o)
+    left join pyembed.items i
+           on i.external_id = x.id
+          and coalesce(i.tenant_id, '') = coalesce(pyembed.current_tenant(), '');
+    if unknown then
+        raise exception 'unknown item %', coalesce(quote_literal(missing), 'null')
+            using errcode = 'PE004';
+    end if;
+    return coalesce(ids, '{}');
+end
+$$;

@@ -116,3 +116,28 @@ as $$
     from pyembed.embedding_models m
     order by m.model_id
 $$;
+
+-- Users with events on items that just got their first vector in the active text model: a
+-- refresh that ran before the vector existed left those items out, so they are queued again.
+-- (An upsert that replaces a vector is an UPDATE and queues nobody.)
+create or replace function pyembed.item_embeddings_queue_users() returns trigger
+language plpgsql security invoker
+set search_path to pg_catalog, public, pg_temp
+as $$
+declare
+    active integer := pyembed.active_model_id();
+begin
+    insert into pyembed.user_queue (user_id)
+    select distinct e.user_id
+    from new_vectors n
+    join pyembed.events e on e.item_id = n.item_id
+    where n.model_id = active
+    on conflict (user_id) do update set enqueued_at = pyembed.user_queue.enqueued_at;
+    return null;
+end
+$$;
+
+create or replace trigger item_embeddings_queue_users
+    after insert on pyembed.item_embeddings
+    referencing new table as new_vectors
+    for each statement execute function pyembed.item_embeddings_queue_users();

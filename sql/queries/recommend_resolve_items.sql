@@ -1,2 +1,2 @@
--- Item ids of external ids (the session's tenant only).
-select external_id, item_id from pyembed.items where external_id = any(%(external_ids)s::text[])
+-- Item ids of external ids, in order (pyembed.item_ids: PE004 names the first unknown one).
+select pyembed.item_ids(%(external_ids)s::text[])

@@ -1,2 +1,2 @@
--- A user's internal id from the application's external id (the session's tenant only).
-select user_id from pyembed.users where external_id = %(external_id)s
+-- A user's internal id from the application's external id (pyembed.user_id: PE003 if unknown).
+select pyembed.user_id(%(external_id)s)
