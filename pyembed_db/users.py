@@ -122,7 +122,7 @@ def refresh_step(conn: psycopg.Connection[Any], batch_size: int = 1000) -> int:
     if pending and pending[0]:
         conn.commit()
         return 0
-    done = _refresh_batch(conn, batch_size, None, True)
+    done = _refresh_batch(conn, batch_size, None, True, isolate_failures=True)
     if done == 0:
         done = _catch_up(conn, batch_size)
     if done == 0:
@@ -176,7 +176,9 @@ def refresh_popularity(conn: psycopg.Connection[Any], *, min_interval: timedelta
 
 
 def _refresh_batch(conn: psycopg.Connection[Any], batch_size: int, since: datetime | None,
-                   interests: bool) -> int:
+                   interests: bool, *, isolate_failures: bool = False) -> int:
+    """One claimed batch. A failure is raised, or with ``isolate_failures`` (the worker step)
+    the batch is refreshed user by user and a failing user backs off in the queue."""
     model_id = active_model_id(conn)
     if model_id is None:
         conn.commit()
@@ -195,8 +197,9 @@ def _refresh_batch(conn: psycopg.Connection[Any], batch_size: int, since: dateti
         raise translate(exc) from exc  # the connection is gone: the claimed users stay queued
     except Exception as exc:
         conn.rollback()
-        if isinstance(exc, psycopg.Error) and (exc.sqlstate or "").startswith("PE"):
-            raise translate(exc) from exc  # bad arguments: the same for every user
+        bad_arguments = isinstance(exc, psycopg.Error) and (exc.sqlstate or "").startswith("PE")
+        if bad_arguments or not isolate_failures:
+            raise translate(exc) from exc
         log.warning("batch of users failed (%s); refreshing them one by one", exc)
         return _refresh_one_by_one(conn, batch_size, model_id, interests)
     if user_ids:
