@@ -14,7 +14,14 @@ from typing import TYPE_CHECKING, Any
 import psycopg
 
 from . import sqlfiles
-from .arguments import check_k, filters_json
+from .arguments import (
+    check_fraction,
+    check_id,
+    check_integer,
+    check_k,
+    check_text,
+    filters_json,
+)
 from .errors import InvalidInputError, translate
 from .users import UserRef, resolve_user
 
@@ -51,6 +58,11 @@ def resolve_items(conn: psycopg.Connection[Any], items: Sequence[ItemRef] | None
     wrong = [i for i in items if isinstance(i, bool) or not isinstance(i, (int, str))]
     if wrong:
         raise InvalidInputError(f"an item is an int item_id or a str external id, got {wrong[0]!r}")
+    for item in items:
+        if isinstance(item, str):
+            check_text(item, "item id")
+        else:
+            check_id(item, "item_id")
     external = [i for i in items if isinstance(i, str)]
     found: dict[str, int] = {}
     if external:
@@ -101,12 +113,12 @@ def recommend(
         "k": check_k(k),
         "filters": filters_json(filters),
         "exclude_seen": exclude_seen,
-        "diversity": diversity,
+        "diversity": check_fraction(diversity, "diversity"),
         "positive": resolve_items(conn, positive) or None,
         "negative": resolve_items(conn, negative) or None,
-        "model_id": model_id,
+        "model_id": None if model_id is None else check_integer(model_id, "model_id"),
         "vectors": vectors,
-        "popularity": popularity,
+        "popularity": None if popularity is None else check_fraction(popularity, "popularity"),
         "method": method,
     }
     try:

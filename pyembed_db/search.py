@@ -17,7 +17,15 @@ import psycopg
 from pgvector import Vector
 
 from . import sqlfiles
-from .arguments import MAX_QUERY_TEXT, check_k, filters_json
+from .arguments import (
+    MAX_DIMENSIONS,
+    MAX_QUERY_TEXT,
+    check_integer,
+    check_k,
+    check_text,
+    filters_json,
+    is_blank,
+)
 from .errors import InvalidInputError, translate
 from .recommend import ItemRef, resolve_items
 from .users import UserRef, resolve_user
@@ -63,7 +71,7 @@ def query_vector(conn: psycopg.Connection[Any], query: Query) -> Vector:
         query_vector(conn, "space adventure")      # 384-d with all-MiniLM-L6-v2
     """
     if isinstance(query, str):
-        if not query.strip():
+        if is_blank(check_text(query, "text query")):
             raise InvalidInputError("empty text query")
         from .embed import load_active_encoder
 
@@ -75,13 +83,20 @@ def query_vector(conn: psycopg.Connection[Any], query: Query) -> Vector:
             raise InvalidInputError(f"query must be a text or a vector of numbers: {exc}") from None
     if array.ndim != 1 or array.size == 0:
         raise InvalidInputError(f"query must be a non-empty 1-D vector, got shape {array.shape}")
+    if array.size > MAX_DIMENSIONS:
+        raise InvalidInputError(f"query vector has {array.size} dimensions "
+                                f"(pgvector's limit is {MAX_DIMENSIONS})")
     if not np.isfinite(array).all():
         raise InvalidInputError("query vector contains NaN or Infinity")
     return Vector(array)
 
 
-def _user_id(conn: psycopg.Connection[Any], user: UserRef | None) -> int | None:
-    return None if user is None else resolve_user(conn, user)
+def _common(conn: psycopg.Connection[Any], k: int, filters: dict[str, Any] | None,
+            exclude_user: UserRef | None, model_id: int | None) -> dict[str, Any]:
+    """The arguments every search face shares, checked."""
+    return {"k": check_k(k), "filters": filters_json(filters),
+            "exclude_user": None if exclude_user is None else resolve_user(conn, exclude_user),
+            "model_id": None if model_id is None else check_integer(model_id, "model_id")}
 
 
 def _run(conn: psycopg.Connection[Any], query_file: str, params: dict[str, Any]) -> list[Any]:
@@ -106,9 +121,8 @@ def search(conn: psycopg.Connection[Any], query: Query, k: int = 10,
         hits = search(conn, "space adventure", k=5, filters={"tags": {"contains": ["Sci-Fi"]}})
         print([h.title for h in hits])
     """
-    check_k(k)
-    params = {"query": query_vector(conn, query), "k": k, "filters": filters_json(filters),
-              "exclude_user": _user_id(conn, exclude_user), "model_id": model_id}
+    params = {**_common(conn, k, filters, exclude_user, model_id),
+              "query": query_vector(conn, query)}
     return [SearchHit(int(r[0]), str(r[1]), r[2], float(r[3]))
             for r in _run(conn, "queries/search.sql", params)]
 
@@ -123,10 +137,8 @@ def search_similar(conn: psycopg.Connection[Any], item: ItemRef, k: int = 10,
 
         search_similar(conn, "50", k=5)     # Star Wars -> other space operas
     """
-    check_k(k)
-    params = {"item_id": resolve_items(conn, [item])[0], "k": k,
-              "filters": filters_json(filters),
-              "exclude_user": _user_id(conn, exclude_user), "model_id": model_id}
+    params = {"item_id": resolve_items(conn, [item])[0],
+              **_common(conn, k, filters, exclude_user, model_id)}
     return [SearchHit(int(r[0]), str(r[1]), r[2], float(r[3]))
             for r in _run(conn, "queries/search_similar.sql", params)]
 
@@ -144,15 +156,15 @@ def search_text(conn: psycopg.Connection[Any], text: str, k: int = 10,
 
         search_text(conn, "star wars", k=5)[0].title     # 'Star Wars (1977)'
     """
-    check_k(k)
     if not isinstance(text, str) or len(text) > MAX_QUERY_TEXT:
         raise InvalidInputError(f"text must be a string of at most {MAX_QUERY_TEXT} characters")
+    check_text(text, "text")
+    common = _common(conn, k, filters, exclude_user, model_id)
+    rrf_k = check_integer(rrf_k, "rrf_k")
     vec = None
     if vector:
         vec = query_vector(conn, text if query is None else query)
-    params = {"text": text, "query": vec, "k": k, "filters": filters_json(filters),
-              "exclude_user": _user_id(conn, exclude_user), "model_id": model_id,
-              "rrf_k": rrf_k}
+    params = {"text": text, "query": vec, **common, "rrf_k": rrf_k}
     return [HybridHit(int(r[0]), str(r[1]), r[2], float(r[3]), r[4], r[5],
                       None if r[6] is None else float(r[6]))
             for r in _run(conn, "queries/search_text.sql", params)]
@@ -167,9 +179,8 @@ def explain_search(conn: psycopg.Connection[Any], query: Query, k: int = 10,
 
         explain_search(conn, q, filters={"category": "Documentary"})["strategy"]   # 'exact'
     """
-    check_k(k)
-    params = {"query": query_vector(conn, query), "k": k, "filters": filters_json(filters),
-              "exclude_user": _user_id(conn, exclude_user), "model_id": model_id}
+    params = {**_common(conn, k, filters, exclude_user, model_id),
+              "query": query_vector(conn, query)}
     return dict(_run(conn, "queries/search_explain.sql", params)[0][0])
 
 

@@ -19,6 +19,7 @@ import psycopg
 from pgvector import Vector
 
 from . import sqlfiles
+from .arguments import check_id, check_text
 from .errors import InvalidInputError, translate
 from .interests import choose_k, weighted_kmeans
 from .training import active_behavior_model, fold_in_users
@@ -46,7 +47,8 @@ def resolve_user(conn: psycopg.Connection[Any], user: UserRef) -> int:
     if isinstance(user, bool) or not isinstance(user, (int, str)):
         raise InvalidInputError(f"a user is an int user_id or a str external id, got {user!r}")
     if isinstance(user, int):
-        return user
+        return check_id(user, "user_id")
+    check_text(user, "user id")
     try:
         with conn.transaction():  # a savepoint: an unknown id leaves the caller's work intact
             row = conn.execute(sqlfiles.read("queries/user_resolve.sql"),

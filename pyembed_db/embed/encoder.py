@@ -16,6 +16,7 @@ import numpy as np
 import onnxruntime as ort
 from tokenizers import Encoding, Tokenizer
 
+from ..arguments import is_blank
 from ..errors import InvalidInputError, ModelError
 
 log = logging.getLogger(__name__)
@@ -168,7 +169,7 @@ def _check_texts(texts: object) -> None:
     for n, text in enumerate(texts):
         if not isinstance(text, str):
             raise InvalidInputError(f"text {n} is not a string (got {type(text).__name__})")
-        if not text.strip():
+        if is_blank(text):
             raise InvalidInputError(f"text {n} is empty: nothing to embed")
         try:
             text.encode("utf-8")

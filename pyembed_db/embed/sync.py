@@ -17,6 +17,7 @@ from psycopg.rows import dict_row
 from tqdm import tqdm
 
 from .. import sqlfiles
+from ..arguments import is_blank
 from .item_text import ItemTextTemplate, content_hash
 from .models import LoadedModel, ModelInfo, load_model, models_to_sync
 
@@ -37,13 +38,13 @@ def _embed_for_model(
     current = dict(conn.execute(sqlfiles.read("queries/item_embeddings_hashes.sql"),
                                 {"model_id": model_id, "item_ids": list(texts)}).fetchall())
     todo = [i for i in texts if current.get(i) != hashes[i]]
-    empty = [i for i in todo if not texts[i].strip()]
+    empty = [i for i in todo if is_blank(texts[i])]
     for item_id in empty:
         log.info("item %s skipped for %s: empty text", item_id, model.info.label)
         conn.execute(sqlfiles.read("queries/item_embedding_skip.sql"),
                      {"model_id": model_id, "item_id": item_id, "reason": "empty text",
                       "content_hash": hashes[item_id]})
-    embeddable = [i for i in todo if texts[i].strip()]
+    embeddable = [i for i in todo if not is_blank(texts[i])]
     if embeddable:
         vectors = model.encoder.encode([texts[i] for i in embeddable])
         if not np.isfinite(vectors).all():
