@@ -712,3 +712,12 @@ def test_no_active_model(db: Guarded, call: Callable[[psycopg.Connection[Any]], 
         if error is psycopg.Error:
             assert getattr(info.value, "sqlstate", None) == "PE001"
         conn.rollback()
+
+
+def test_argument_check_examples_run() -> None:
+    import doctest
+
+    from pyembed_db import arguments
+
+    result = doctest.testmod(arguments)
+    assert result.failed == 0 and result.attempted >= 5
