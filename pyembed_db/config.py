@@ -37,7 +37,12 @@ def load_settings() -> Settings:
         True
     """
     data_dir = os.environ.get("PYEMBED_DATA_DIR") or platformdirs.user_data_dir("pyembed-db")
-    threads = int(os.environ.get("PYEMBED_THREADS") or os.cpu_count() or 1)
+    raw_threads = os.environ.get("PYEMBED_THREADS") or ""
+    if raw_threads and not (raw_threads.isdigit() and int(raw_threads) >= 1):
+        from .errors import ConfigurationError
+
+        raise ConfigurationError(f"PYEMBED_THREADS must be a positive integer, got {raw_threads!r}")
+    threads = int(raw_threads or os.cpu_count() or 1)
     return Settings(
         database_url=os.environ.get("DATABASE_URL") or None,
         data_dir=Path(data_dir).expanduser().resolve(),

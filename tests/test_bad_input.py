@@ -537,6 +537,14 @@ CLI_CASES = [
                  id="refresh-users: batch=0"),
     pytest.param(["model", "activate", "nope"], {}, ["no embedding model 'nope'"],
                  id="model activate: unknown model"),
+    pytest.param(["recommend", b"\xff\xfe"], {}, ["not valid UTF-8"],
+                 id="recommend: undecodable user id"),
+    pytest.param(["worker", "--interval", "-1", "--once"], {},
+                 ["--batch-size and --interval must be positive"], id="worker: interval -1"),
+    pytest.param(["model", "register", "/etc/passwd", "--tokenizer", "/etc/passwd",
+                  "--name", "x"], {}, ["cannot load tokenizer /etc/passwd"],
+                 id="model register: not a tokenizer"),
+    pytest.param(["migrate", "--to", "nonsense"], {}, ["nonsense"], id="migrate: unknown rev"),
     pytest.param(["load", "events", "{tmp}/events.csv"], {"events.csv": EVENTS_UNKNOWN_USER},
                  ["events.csv: row 2: unknown user 'nobody'"], id="load: unknown user in event"),
     pytest.param(["load", "items", "{tmp}/items.csv"], {"items.csv": ITEMS_BAD_UTF8},
@@ -721,3 +729,13 @@ def test_argument_check_examples_run() -> None:
 
     result = doctest.testmod(arguments)
     assert result.failed == 0 and result.attempted >= 5
+
+
+@pytest.mark.parametrize("value", ["abc", "0", "-2", "1.5"])
+def test_bad_thread_count_is_a_configuration_error(monkeypatch: pytest.MonkeyPatch,
+                                                   value: str) -> None:
+    from pyembed_db import ConfigurationError, load_settings
+
+    monkeypatch.setenv("PYEMBED_THREADS", value)
+    with pytest.raises(ConfigurationError, match="PYEMBED_THREADS must be a positive integer"):
+        load_settings()

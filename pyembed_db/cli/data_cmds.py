@@ -7,6 +7,7 @@ from typing import Any
 
 from .. import migrate, sqlfiles
 from ..datasets.movielens import load_movielens
+from ..errors import InvalidInputError
 from ..load import FORMATS, KINDS, load_file
 from .common import add_json_flag, emit, open_connection, table
 
@@ -61,12 +62,12 @@ def _load(args: argparse.Namespace) -> int:
     progress = not args.no_progress and not args.json
     if args.kind == "movielens":
         if args.path:
-            raise SystemExit("pyembed-db load movielens takes no file")
+            raise InvalidInputError("load movielens takes no file")
         with open_connection(args) as conn:
             counts = load_movielens(conn, progress=progress)
     else:
         if not args.path:
-            raise SystemExit(f"pyembed-db load {args.kind} needs a file")
+            raise InvalidInputError(f"load {args.kind} needs a file")
         with open_connection(args) as conn:
             counts = {
                 args.kind: load_file(conn, args.kind, args.path, fmt=args.format, progress=progress)

@@ -6,6 +6,7 @@ import argparse
 import sys
 from typing import Any
 
+from ..errors import InvalidInputError
 from ..jobs import ONCE_GIVE_UP, ConnectionLost, run_worker
 from .common import add_json_flag, emit
 
@@ -44,9 +45,9 @@ def register(subparsers: Any) -> None:
 
 def _worker(args: argparse.Namespace) -> int:
     if args.batch_size < 1 or args.interval <= 0:
-        raise SystemExit("pyembed-db worker: --batch-size and --interval must be positive")
+        raise InvalidInputError("worker: --batch-size and --interval must be positive")
     if args.give_up_after is not None and args.give_up_after < 0:
-        raise SystemExit("pyembed-db worker: --give-up-after must not be negative")
+        raise InvalidInputError("worker: --give-up-after must not be negative")
     try:
         stats = run_worker(args.database_url, once=args.once, interval=args.interval,
                            batch_size=args.batch_size, max_seconds=args.max_seconds,

@@ -9,6 +9,7 @@ from typing import Any
 from ..config import load_settings
 from ..embed import models
 from ..embed.sync import drain, embed_all
+from ..errors import InvalidInputError
 from .common import add_json_flag, emit, open_connection, table
 
 RAW = argparse.RawDescriptionHelpFormatter
@@ -122,8 +123,8 @@ def _register(args: argparse.Namespace) -> int:
             info = models.register_default_model(conn)
         else:
             if not (args.onnx and args.tokenizer and args.name):
-                raise SystemExit("pyembed-db model register: give ONNX --tokenizer --name, "
-                                 "or --default")
+                raise InvalidInputError("model register: give ONNX --tokenizer --name, "
+                                        "or --default")
             info = models.register_model(
                 conn, args.onnx, args.tokenizer, name=args.name, version=args.version,
                 distance=args.distance, max_length=args.max_length, pooling=args.pooling,
@@ -154,7 +155,7 @@ def _export(args: argparse.Namespace) -> int:
 
     checkpoint = export.default_checkpoint() if args.default_checkpoint else args.checkpoint
     if not checkpoint:
-        raise SystemExit("pyembed-db model export: give CHECKPOINT or --default-checkpoint")
+        raise InvalidInputError("model export: give CHECKPOINT or --default-checkpoint")
     out = args.out or load_settings().data_dir / "models" / args.name
     result = export.export_checkpoint(checkpoint, out, quantize=args.quantize)
     if args.register:

@@ -63,7 +63,10 @@ class Encoder:
         if config.pooling not in ("mean", "cls"):
             raise ModelError(f"unknown pooling {config.pooling!r}: use 'mean' or 'cls'")
         self.config = config
-        self.tokenizer = Tokenizer.from_file(str(config.tokenizer_path))
+        try:
+            self.tokenizer = Tokenizer.from_file(str(config.tokenizer_path))
+        except Exception as exc:  # the tokenizers binding raises a bare Exception
+            raise ModelError(f"cannot load tokenizer {config.tokenizer_path}: {exc}") from exc
         # tokenizer.json files often pad every input to a fixed length: we pad per batch instead.
         self.tokenizer.no_padding()
         self.tokenizer.enable_truncation(max_length=config.max_length)
