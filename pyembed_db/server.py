@@ -34,9 +34,11 @@ def start(pgdata: Path, *, stop_at_exit: bool = False) -> str:
     """
     pgdata.mkdir(parents=True, exist_ok=True)
     if not is_running(pgdata):
-        # After a crash the pid in postmaster.pid may belong to another program now;
-        # PostgreSQL (and pgserver) would take it for a live server.
-        (pgdata / "postmaster.pid").unlink(missing_ok=True)
+        # After a crash the lock files name the dead postmaster, whose pid may be a zombie not
+        # yet reaped or belong to another program now: PostgreSQL (and pgserver) would take it
+        # for a live server and refuse to start.
+        for lock in [pgdata / "postmaster.pid", *pgdata.glob(".s.PGSQL.*.lock")]:
+            lock.unlink(missing_ok=True)
     try:
         with warnings.catch_warnings():
             # pgserver asks platformdirs for a runtime dir, which warns when XDG_RUNTIME_DIR
