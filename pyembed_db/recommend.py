@@ -23,7 +23,7 @@ from .arguments import (
     filters_json,
 )
 from .errors import InvalidInputError, translate
-from .users import UserRef, resolve_user
+from .users import UserRef, resolve_one, resolve_user
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
@@ -66,14 +66,8 @@ def resolve_items(conn: psycopg.Connection[Any], items: Sequence[ItemRef] | None
     external = [i for i in items if isinstance(i, str)]
     found: dict[str, int] = {}
     if external:
-        try:
-            with conn.transaction():  # a savepoint: an unknown id leaves the caller's work intact
-                row = conn.execute(sqlfiles.read("queries/recommend_resolve_items.sql"),
-                                   {"external_ids": external}).fetchone()
-        except psycopg.Error as exc:
-            raise translate(exc) from exc
-        assert row is not None
-        found = dict(zip(external, (int(i) for i in row[0]), strict=True))
+        ids = resolve_one(conn, "queries/recommend_resolve_items.sql", {"external_ids": external})
+        found = dict(zip(external, (int(i) for i in ids), strict=True))
     return [found[i] if isinstance(i, str) else int(i) for i in items]
 
 

@@ -49,14 +49,19 @@ def resolve_user(conn: psycopg.Connection[Any], user: UserRef) -> int:
     if isinstance(user, int):
         return check_id(user, "user_id")
     check_text(user, "user id")
+    return int(resolve_one(conn, "queries/user_resolve.sql", {"external_id": user}))
+
+
+def resolve_one(conn: psycopg.Connection[Any], query_file: str, params: dict[str, Any]) -> Any:
+    """The single value of an id-resolving query (``pyembed.user_id`` / ``pyembed.item_ids``),
+    run in a savepoint so that an unknown id (PE003 / PE004) leaves the caller's work intact."""
     try:
-        with conn.transaction():  # a savepoint: an unknown id leaves the caller's work intact
-            row = conn.execute(sqlfiles.read("queries/user_resolve.sql"),
-                               {"external_id": user}).fetchone()
+        with conn.transaction():
+            row = conn.execute(sqlfiles.read(query_file), params).fetchone()
     except psycopg.Error as exc:
         raise translate(exc) from exc
     assert row is not None
-    return int(row[0])
+    return row[0]
 
 
 def active_model_id(conn: psycopg.Connection[Any]) -> int | None:
