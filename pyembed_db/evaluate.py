@@ -38,6 +38,7 @@ import numpy as np
 import psycopg
 
 from . import baselines, sqlfiles
+from .behavior import Events
 from .errors import InvalidInputError, ModelError
 from .metrics import score
 from .training import VALIDATION_HOLDOUT, TrainResult, read_events, train_behavior
@@ -137,10 +138,9 @@ def _recommend_p50_ms(conn: psycopg.Connection[Any], users: list[int], k: int,
     return 1000 * statistics.median(timings) if timings else 0.0
 
 
-def _baseline_lists(conn: psycopg.Connection[Any], users: list[int],
+def _baseline_lists(events: Events, users: list[int],
                     k: int) -> dict[str, dict[int, list[int]]]:
     """Top-k lists of the numpy baselines, trained on the training events (seen excluded)."""
-    events, _ = read_events(conn)
     inter = events.interactions(feedback="any", half_life_seconds=None)
     row_of = {int(u): r for r, u in enumerate(inter.users)}
     rows = [row_of[u] for u in users if u in row_of]
@@ -160,9 +160,8 @@ def _baseline_lists(conn: psycopg.Connection[Any], users: list[int],
     return out
 
 
-def _popular_items(conn: psycopg.Connection[Any]) -> tuple[set[int], dict[int, int]]:
+def _popular_items(events: Events) -> tuple[set[int], dict[int, int]]:
     """The 100 items with the most training events, and every item's training events."""
-    events, _ = read_events(conn)
     items, counts = np.unique(events.item_ids, return_counts=True)
     top = {int(i) for i in items[np.argsort(-counts, kind="stable")[:100]]}
     return top, dict(zip(items.tolist(), counts.tolist(), strict=True))
@@ -209,7 +208,8 @@ def evaluate(conn: psycopg.Connection[Any], *, holdout: int | None = 10,
                                {"model_id": model_id}).fetchone()
         users = sorted(relevant)
         catalog_size = int(catalog[0]) if catalog else 0
-        popular, training_counts = _popular_items(conn)
+        training, _ = read_events(conn)
+        popular, training_counts = _popular_items(training)
         cold = _cold_relevant(relevant, training_counts)
         results, cold_results = [], []
         for name, method, vectors, blend in METHODS:
@@ -223,7 +223,7 @@ def evaluate(conn: psycopg.Connection[Any], *, holdout: int | None = 10,
                 if exclude_seen:
                     cold_results.append(_score(name, True, lists, cold, k, catalog_size,
                                                popular, "postgres"))
-        for name, lists in _baseline_lists(conn, users, k).items():
+        for name, lists in _baseline_lists(training, users, k).items():
             results.append(_score(name, True, lists, relevant, k, catalog_size, popular,
                                   "numpy"))
             cold_results.append(_score(name, True, lists, cold, k, catalog_size, popular,
