@@ -219,6 +219,31 @@ begin
 end
 $$;
 
+-- The final order of candidates given best first (`ids`, `relevance`): as given, or with MMR
+-- over their vectors in `model` when diversity > 0. `pick` numbers the order from 1.
+create or replace function pyembed.rank_candidates(
+    ids bigint[], relevance double precision[], model integer, k integer, diversity real)
+returns table (item_id bigint, pick integer)
+language plpgsql stable security invoker
+set search_path to pg_catalog, public, pg_temp
+as $$
+begin
+    if diversity > 0 then
+        return query
+        select r.item_id, r.pick
+        from pyembed.mmr(
+            ids, relevance,
+            (select array_agg(ie.embedding order by x.o)
+             from unnest(ids) with ordinality as x(id, o)
+             left join pyembed.item_embeddings ie on ie.model_id = model and ie.item_id = x.id),
+            k, diversity) r;
+    else
+        return query
+        select x.id, x.o::integer from unnest(ids) with ordinality as x(id, o);
+    end if;
+end
+$$;
+
 -- Recommendations from a behavior model (pyembed.recommend with method 'behavior'): the
 -- behavior-space top of `q` (inner product; cold items are there through their text map) within
 -- the filters, without `excluded`, re-ranked by the fusion formula chosen on validation
@@ -270,21 +295,13 @@ begin
         left join pyembed.item_popularity ip on popularity > 0 and ip.item_id = h.item_id
     ),
     ranked as (
-        select sc.*, row_number() over (order by sc.relevance desc, sc.item_id) as pick
-        from scored sc
-        where not diversity > 0
-        union all
         select sc.*, r.pick
-        from pyembed.mmr(
+        from pyembed.rank_candidates(
                 (select array_agg(s2.item_id order by s2.relevance desc, s2.item_id) from scored s2),
                 (select array_agg(s2.relevance order by s2.relevance desc, s2.item_id)
                  from scored s2),
-                (select array_agg(ie.embedding order by s2.relevance desc, s2.item_id)
-                 from scored s2 left join pyembed.item_embeddings ie
-                      on ie.model_id = text_model and ie.item_id = s2.item_id),
-                k, diversity) r
+                text_model, k, diversity) r
         join scored sc on sc.item_id = r.item_id
-        where diversity > 0
     )
     select rk.item_id, rk.external_id, rk.title, rk.relevance, 'behavior'::text
     from ranked rk
@@ -381,8 +398,10 @@ begin
         select ue.embedding into q_behavior from pyembed.user_embeddings ue
         where ue.model_id = behavior_id and ue.user_id = uid and ue.kind = 'long_term';
         if q_behavior is not null then
-            select ue.embedding into q_text from pyembed.user_embeddings ue
-            where ue.model_id = m and ue.user_id = uid and ue.kind = 'long_term';
+            if coalesce((fusion->>'text')::real, 0) > 0 then
+                select ue.embedding into q_text from pyembed.user_embeddings ue
+                where ue.model_id = m and ue.user_id = uid and ue.kind = 'long_term';
+            end if;
             return query select * from pyembed.recommend_behavior(
                 q_behavior, q_text, behavior_id, m, k, filters, excluded_user, diversity,
                 examples, coalesce((fusion->>'text')::real, 0),
@@ -484,21 +503,13 @@ begin
         left join pop_scores ps on ps.item_id = c.item_id
     ),
     ranked as (
-        select sc.*, row_number() over (order by sc.relevance desc, sc.item_id) as pick
-        from scored sc
-        where diversity = 0
-        union all
         select sc.*, r.pick
-        from pyembed.mmr(
+        from pyembed.rank_candidates(
                 (select array_agg(s2.item_id order by s2.relevance desc, s2.item_id) from scored s2),
                 (select array_agg(s2.relevance order by s2.relevance desc, s2.item_id)
                  from scored s2),
-                (select array_agg(ie.embedding order by s2.relevance desc, s2.item_id)
-                 from scored s2 left join pyembed.item_embeddings ie
-                      on ie.model_id = m and ie.item_id = s2.item_id),
-                k, diversity) r
+                m, k, diversity) r
         join scored sc on sc.item_id = r.item_id
-        where diversity > 0
     )
     select rk.item_id, rk.external_id, rk.title, rk.relevance, rk.src
     from ranked rk
