@@ -33,9 +33,9 @@ declare
         'filter_condition', 'search_setting', 'search_sql', 'search_execute', 'search_run_hnsw',
         'user_item_ids', 'model_index_name', 'search_function_name',
         -- helpers of recommend and popular_items (sql/functions/40_recommend.sql)
-        'setting', 'rule_weight', 'decay', 'popularity_scores', 'scale', 'rocchio',
-        'items_mean', 'mmr', 'rank_candidates', 'recommend_behavior',
-        'popularity_half_life',
+        'setting', 'setting_interval', 'setting_number', 'rule_weight', 'decay',
+        'popularity_scores', 'scale', 'rocchio', 'items_mean', 'mmr', 'rank_candidates',
+        'recommend_behavior', 'popularity_half_life',
         -- filter grammar and search checks (15_filters.sql, 20_search.sql)
         'check_search_args', 'search_costs', 'filter_path', 'filter_value', 'filter_operator',
         'filter_check_scalar', 'filter_attribute', 'filter_attributes', 'filter_node',

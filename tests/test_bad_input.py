@@ -282,6 +282,17 @@ SQL_CASES = [
                  id="refresh_user: injection in user id"),
     pytest.param("select pyembed.refresh_user(1, model_id => 999)", {},
                  "PE002", "unknown model_id 999", id="refresh_user: unknown model"),
+    pytest.param("select pyembed.refresh_user(1) from "
+                 "(select set_config('pyembed.half_life', 'forever', true)) s", {},
+                 "PE012", "setting pyembed.half_life must be an interval", id="setting: half_life"),
+    pytest.param("select pyembed.refresh_user(1) from "
+                 "(select set_config('pyembed.negative_weight', '-3', true)) s", {},
+                 "PE012", "setting pyembed.negative_weight must be between 0 and 10",
+                 id="setting: negative_weight out of range"),
+    pytest.param("select pyembed.popularity_half_life() from "
+                 "(select set_config('pyembed.popularity_half_life', 'soon', true)) s", {},
+                 "PE012", "setting pyembed.popularity_half_life must be an interval",
+                 id="setting: popularity_half_life"),
     pytest.param("select pyembed.refresh_user(1, half_life => 'forever')", {},
                  "22007", 'invalid input syntax for type interval: "forever"',
                  id="refresh_user: half_life is not an interval"),

@@ -62,7 +62,7 @@ def _search(args: argparse.Namespace) -> int:
 
 
 PLAN_ORDER = ["strategy", "reason", "costs", "rows", "fallback", "elapsed_ms", "selectivity",
-              "estimated_rows", "counted_rows", "total_rows", "ef_search", "max_scan_tuples",
+              "estimated_rows", "counted_rows", "index_rows", "ef_search", "max_scan_tuples",
               "fetch", "k", "storage", "index", "function", "model_id", "dimensions", "distance",
               "filter_sql", "exclude_user"]
 

@@ -1,5 +1,46 @@
 -- Core functions and triggers. Idempotent: re-applied by every migration that changes them.
 
+-- A pyembed.* interval setting (or the fallback), or PE012 naming the setting when its value is
+-- not an interval (rather than a bare cast error from deep inside a refresh).
+create or replace function pyembed.setting_interval(name text, fallback text) returns interval
+language plpgsql stable security invoker
+set search_path to pg_catalog, pg_temp
+as $$
+declare
+    raw text := pyembed.setting(name, fallback);
+begin
+    return raw::interval;
+exception when invalid_datetime_format or datetime_field_overflow or interval_field_overflow
+               or invalid_parameter_value then
+    raise exception 'setting pyembed.% must be an interval such as ''90 days'', got %',
+        name, quote_literal(raw) using errcode = 'PE012';
+end
+$$;
+
+-- A pyembed.* numeric setting (or the fallback) within low..high, or PE012 naming the setting.
+create or replace function pyembed.setting_number(
+    name text, fallback double precision, low double precision, high double precision)
+returns double precision
+language plpgsql stable security invoker
+set search_path to pg_catalog, pg_temp
+as $$
+declare
+    raw text := nullif(current_setting('pyembed.' || name, true), '');
+    value double precision;
+begin
+    if raw !~ '^\s*[-+]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][-+]?[0-9]+)?\s*$' then
+        raise exception 'setting pyembed.% must be a number, got %', name, quote_literal(raw)
+            using errcode = 'PE012';
+    end if;
+    value := coalesce(raw::double precision, fallback);
+    if value < low or value > high then
+        raise exception 'setting pyembed.% must be between % and %, got %', name, low, high,
+            quote_literal(raw) using errcode = 'PE012';
+    end if;
+    return value;
+end
+$$;
+
 -- The active model of a kind ('text': the model item text is embedded with and searches use;
 -- 'behavior': the collaborative model recommendations use); raises when there is none.
 create or replace function pyembed.active_model_id(kind text default 'text') returns integer

@@ -6,19 +6,10 @@
 -- A numeric setting `pyembed.<name>` (SET / SET LOCAL / ALTER DATABASE ... SET), or `fallback`.
 create or replace function pyembed.search_setting(name text, fallback double precision)
 returns double precision
-language plpgsql stable security invoker
+language sql stable security invoker
 set search_path to pg_catalog, pg_temp
 as $$
-declare
-    raw text := nullif(current_setting('pyembed.' || name, true), '');
-begin
-    -- A regex, not an exception handler: that would open a subtransaction on every search.
-    if raw !~ '^\s*[-+]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][-+]?[0-9]+)?\s*$' then
-        raise exception 'setting pyembed.% must be a number, got %', name, quote_literal(raw)
-            using errcode = 'PE012';
-    end if;
-    return coalesce(raw::double precision, fallback);
-end
+    select pyembed.setting_number(name, fallback, '-Infinity', 'Infinity')
 $$;
 
 -- The argument checks every search and recommendation shares (PE012 / PE011):
@@ -282,7 +273,7 @@ begin
         'strategy', strategy, 'reason', reason, 'model_id', m.model_id,
         'dimensions', m.dimensions, 'distance', m.distance, 'storage', storage,
         'index', index_name, 'filter_sql', fsql, 'k', k, 'fetch', fetch_n,
-        'estimated_rows', estimated, 'counted_rows', counted, 'total_rows', total,
+        'estimated_rows', estimated, 'counted_rows', counted, 'index_rows', total,
         'count_limit', case when counted is not null then least(ceil(band), 1e8)::bigint + 1 end,
         'selectivity', case when total > 0 then least(passing / total, 1) end,
         'costs', case when fsql <> 'true' then jsonb_build_object(

@@ -86,9 +86,9 @@ as $$
     -- materialized: the settings are read once, not once per row
     with cfg as materialized (
         select extract(epoch from coalesce(
-                   half_life, pyembed.setting('half_life', '90 days')::interval))::float8 as hl,
+                   half_life, pyembed.setting_interval('half_life', '90 days')))::float8 as hl,
                coalesce(short_term_window,
-                        pyembed.setting('short_term_window', '30 days')::interval) as win
+                        pyembed.setting_interval('short_term_window', '30 days')) as win
     ),
     bounds as (
         select e.user_id, max(e.occurred_at) as last_at, max(e.event_id) as watermark
@@ -128,7 +128,7 @@ set search_path to pg_catalog, public, pg_temp
 as $$
 declare
     m integer := coalesce(model_id, pyembed.active_model_id());
-    gamma double precision := pyembed.setting('negative_weight', '0.5')::double precision;
+    gamma double precision := pyembed.setting_number('negative_weight', 0.5, 0, 10);
     written integer;
 begin
     if not exists (select from pyembed.embedding_models em where em.model_id = m) then

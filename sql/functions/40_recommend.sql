@@ -10,14 +10,14 @@ language sql stable security invoker
 set search_path to pg_catalog, public, pg_temp
 as $$
     select coalesce(
-        pyembed.setting('popularity_half_life', null)::interval,
+        pyembed.setting_interval('popularity_half_life', null),
         (select make_interval(secs => coalesce(
                     (bm.fusion->>'popularity_half_life_seconds')::double precision, 0))
          from pyembed.behavior_models bm
          join pyembed.embedding_models em on em.model_id = bm.model_id
          where em.kind = 'behavior' and em.status = 'active'
            and bm.fusion ? 'popularity_half_life_seconds'),
-        pyembed.setting('half_life', '90 days')::interval)
+        pyembed.setting_interval('half_life', '90 days'))
 $$;
 
 -- Popularity of every item with a positive score, computed live: the sum over its events of

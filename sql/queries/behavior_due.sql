@@ -9,8 +9,8 @@ select case
                                where e.event_id > bm.event_watermark limit t.again_n) e)
             >= t.again_n
     end
-from (select pyembed.setting('train_min_events', '10000')::bigint as first_n,
-             pyembed.setting('retrain_events', '10000')::bigint as again_n) t
+from (select pyembed.setting_number('train_min_events', 10000, 1, 1e12)::bigint as first_n,
+             pyembed.setting_number('retrain_events', 10000, 1, 1e12)::bigint as again_n) t
 left join lateral (
     select b.model_id, b.event_watermark from pyembed.behavior_models b
     join pyembed.embedding_models em on em.model_id = b.model_id

@@ -1,2 +1,2 @@
 -- The popularity half-life (seconds; 0 = none) when the operator set one, else null.
-select extract(epoch from pyembed.setting('popularity_half_life', null)::interval)
+select extract(epoch from pyembed.setting_interval('popularity_half_life', null))
