@@ -62,6 +62,7 @@ METHOD_NAMES = [name for name, *_ in METHODS]
 # `pyembed.recommend` over every scored user (minutes on a million events).
 DEFAULT_METHODS = ("popularity", "default")
 INTEREST_METHODS = {"multi-interest", "multi-interest+pop"}
+TEXT_METHODS = {"single-vector", *INTEREST_METHODS}
 TIMED_USERS = 100
 COLD_EVENTS = 5  # held-out items with fewer training events are scored apart as cold items
 INTEREST_BATCH = 500
@@ -89,9 +90,9 @@ def _group(rows: Iterable[tuple[Any, ...]]) -> dict[int, list[int]]:
     return lists
 
 
-def _split(conn: psycopg.Connection[Any], holdout: int | None, cutoff: datetime | None,
-           model_id: int) -> list[int]:
-    """Delete the held-out events and refresh every user on the rest; returns those users."""
+def _split(conn: psycopg.Connection[Any], holdout: int | None,
+           cutoff: datetime | None) -> list[int]:
+    """Delete the held-out events; returns the users with training events left."""
     if cutoff is not None:
         conn.execute(sqlfiles.read("queries/evaluate_split_cutoff.sql"), {"cutoff": cutoff})
     else:
@@ -99,18 +100,32 @@ def _split(conn: psycopg.Connection[Any], holdout: int | None, cutoff: datetime 
     conn.execute(sqlfiles.read("queries/evaluate_train.sql"))
     conn.execute(sqlfiles.read("queries/evaluate_popularity.sql"))
     row = conn.execute(sqlfiles.read("queries/evaluate_users_with_events.sql")).fetchone()
-    everyone = [int(u) for u in (row[0] if row else [])]
+    return [int(u) for u in (row[0] if row else [])]
+
+
+def _text_user_vectors(conn: psycopg.Connection[Any], users: list[int], model_id: int,
+                       methods: Sequence[str], trained: TrainResult | None,
+                       progress: bool) -> None:
+    """Recompute the users' text vectors from the training events when a method to score
+    reads them (interests only when one reads those); otherwise delete them, so that no
+    vector computed from held-out events is left to serve a fallback."""
+    fusion = trained.fusion if trained is not None else {}
+    behavior_default = fusion.get("method") == "behavior"
+    default_text = "default" in methods and (not behavior_default or fusion.get("text", 0) > 0)
+    if not (TEXT_METHODS & set(methods) or default_text):
+        conn.execute(sqlfiles.read("queries/evaluate_drop_text_vectors.sql"),
+                     {"model_id": model_id})
+        return
     conn.execute(sqlfiles.read("queries/evaluate_refresh_all.sql"),
-                 {"users": everyone, "model_id": model_id})
-    return everyone
-
-
-def _needs_interests(methods: Sequence[str], trained: TrainResult | None) -> bool:
-    """Whether a method to score reads interest vectors: the multi-interest ones, and the
-    default when it serves text vectors (no behavior model, or one whose fusion chose text)."""
-    behavior_default = trained is not None and trained.fusion.get("method") == "behavior"
-    return bool(INTEREST_METHODS & set(methods)) or ("default" in methods
-                                                      and not behavior_default)
+                 {"users": users, "model_id": model_id})
+    if not (INTEREST_METHODS & set(methods) or ("default" in methods and not behavior_default)):
+        return
+    with tqdm(total=len(users), desc="evaluate: interests", unit="user",
+              disable=not progress) as bar:
+        for start in range(0, len(users), INTEREST_BATCH):
+            batch = users[start:start + INTEREST_BATCH]
+            write_interests(conn, batch, model_id)
+            bar.update(len(batch))
 
 
 def _selected(methods: Sequence[str] | str) -> list[str]:
@@ -135,7 +150,11 @@ def _popular_lists(conn: psycopg.Connection[Any], users: list[int], k: int,
     depth = min(1000, k + max((len(v) for v in seen.values()), default=0))
     ranking = [int(r[0]) for r in
                conn.execute(sqlfiles.read("queries/evaluate_popular.sql"), {"k": depth})]
-    return {u: [i for i in ranking if i not in set(seen.get(u, []))][:k] for u in users}
+    lists = {}
+    for u in users:
+        mine = set(seen.get(u, ()))
+        lists[u] = [i for i in ranking if i not in mine][:k]
+    return lists
 
 
 def _method_lists(conn: psycopg.Connection[Any], name: str, method: str | None, vectors: str,
@@ -239,15 +258,9 @@ def evaluate(conn: psycopg.Connection[Any], *, holdout: int | None = 10,
         raise ModelError("no active embedding model: item vectors are needed to evaluate")
     conn.rollback()  # start clean: everything below is rolled back at the end
     try:
-        everyone = _split(conn, holdout, cutoff, model_id)
+        everyone = _split(conn, holdout, cutoff)
         trained = _train(conn, holdout or VALIDATION_HOLDOUT)
-        if _needs_interests(chosen, trained):
-            with tqdm(total=len(everyone), desc="evaluate: interests", unit="user",
-                      disable=not progress) as bar:
-                for start in range(0, len(everyone), INTEREST_BATCH):
-                    batch = everyone[start:start + INTEREST_BATCH]
-                    write_interests(conn, batch, model_id)
-                    bar.update(len(batch))
+        _text_user_vectors(conn, everyone, model_id, chosen, trained, progress)
         relevant = {int(u): set(items) for u, items in
                     conn.execute(sqlfiles.read("queries/evaluate_positives.sql")).fetchall()}
         heldout = conn.execute(sqlfiles.read("queries/evaluate_heldout_count.sql")).fetchone()
