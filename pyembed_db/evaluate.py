@@ -140,30 +140,28 @@ def _selected(methods: Sequence[str] | str) -> list[str]:
 
 
 def _popular_lists(conn: psycopg.Connection[Any], users: list[int], k: int,
-                   exclude_seen: bool) -> dict[int, list[int]]:
+                   exclude_seen: bool, training: Events) -> dict[int, list[int]]:
     """One popularity ranking, with each user's training items removed when excluding."""
     if not exclude_seen:
         rows = conn.execute(sqlfiles.read("queries/evaluate_popular.sql"), {"k": k}).fetchall()
         return {u: [int(r[0]) for r in rows] for u in users}
-    seen = _group(conn.execute(sqlfiles.read("queries/evaluate_seen.sql"),
-                               {"users": users}).fetchall())
+    pairs = np.unique(np.stack([training.user_ids, training.item_ids]), axis=1)
+    starts = np.flatnonzero(np.r_[True, pairs[0, 1:] != pairs[0, :-1]])
+    seen = {int(pairs[0, lo]): set(pairs[1, lo:hi].tolist())
+            for lo, hi in zip(starts, np.r_[starts[1:], pairs.shape[1]], strict=True)}
     depth = min(1000, k + max((len(v) for v in seen.values()), default=0))
     ranking = [int(r[0]) for r in
                conn.execute(sqlfiles.read("queries/evaluate_popular.sql"), {"k": depth})]
-    lists = {}
-    for u in users:
-        mine = set(seen.get(u, ()))
-        lists[u] = [i for i in ranking if i not in mine][:k]
-    return lists
+    return {u: [i for i in ranking if i not in seen.get(u, set())][:k] for u in users}
 
 
 def _method_lists(conn: psycopg.Connection[Any], name: str, method: str | None, vectors: str,
                   blend: float | None, users: list[int], k: int, exclude_seen: bool,
-                  model_id: int, progress: bool) -> dict[int, list[int]]:
+                  model_id: int, progress: bool, training: Events) -> dict[int, list[int]]:
     if not users:
         return {}
     if method == "pop-sql":
-        return _popular_lists(conn, users, k, exclude_seen)
+        return _popular_lists(conn, users, k, exclude_seen, training)
     lists: dict[int, list[int]] = {}
     query = sqlfiles.read("queries/evaluate_recommend.sql")
     with tqdm(total=len(users), desc=f"evaluate: {name}", unit="user",
@@ -277,7 +275,7 @@ def evaluate(conn: psycopg.Connection[Any], *, holdout: int | None = 10,
                 continue
             for exclude_seen in exclusion:
                 lists = _method_lists(conn, name, method, vectors, blend, users, k, exclude_seen,
-                                      model_id, progress)
+                                      model_id, progress, training)
                 results.append(_score(name, exclude_seen, lists, relevant, k, catalog_size,
                                       popular, "postgres"))
                 if exclude_seen:
