@@ -37,9 +37,13 @@ def _insert_items(conn: psycopg.Connection[Any], rows: list[tuple[Any, ...]]) ->
 
 
 @pytest.fixture(scope="module")
-def model_url(db_url: str) -> str:
-    with connect(db_url) as conn:
+def default_model(module_db_url: str) -> None:
+    with connect(module_db_url) as conn:
         register_default_model(conn)
+
+
+@pytest.fixture
+def model_url(default_model: None, db_url: str) -> str:
     return db_url
 
 
