@@ -83,14 +83,6 @@ def template_db_url(pg_admin_url: str) -> Iterator[str]:
     drop_database(pg_admin_url, url)
 
 
-@pytest.fixture(scope="module")
-def empty_db_url(pg_admin_url: str) -> Iterator[str]:
-    """A fresh database with nothing in it (not migrated)."""
-    url = create_database(pg_admin_url)
-    yield url
-    drop_database(pg_admin_url, url)
-
-
 @pytest.fixture
 def new_db_url(pg_admin_url: str) -> Iterator[str]:
     """A fresh empty database (not migrated) private to one test."""
