@@ -33,7 +33,8 @@ from pyembed_db import migrate, server
 from pyembed_db.db import connect, with_database
 
 # Durability is not what these tests check: without fsync, cloning and dropping a database
-# costs ~0.1 s instead of ~0.5 s. Only the session's own throwaway server is changed.
+# costs ~0.25 s instead of ~0.5 s (idle machine). Only the session's own throwaway server is
+# changed.
 FAST_SETTINGS = {"fsync": "off", "synchronous_commit": "off", "full_page_writes": "off"}
 
 
