@@ -54,10 +54,10 @@ DROP_USERS_ID = "1; drop table pyembed.users"
 
 
 @pytest.fixture(scope="module")
-def world(db_url: str) -> None:
+def world(module_db_url: str) -> None:
     """50 items with categories/tags/prices and synthetic vectors for the real default model
     (active), one item without a vector, users alice/bob (with events and vectors) and carol."""
-    with connect(db_url) as conn:
+    with connect(module_db_url) as conn:
         model = register_default_model(conn)
         assert model.status == "active" and model.dimensions == DIMS
         rng = np.random.default_rng(17)
@@ -127,8 +127,8 @@ class Guarded:
             yield conn
 
 
-@pytest.fixture(scope="module")
-def db(db_url: str, world: None) -> Iterator[Guarded]:
+@pytest.fixture
+def db(world: None, db_url: str) -> Iterator[Guarded]:
     with psycopg.connect(db_url, autocommit=True) as watch:
         yield Guarded(db_url, watch)
 

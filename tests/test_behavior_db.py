@@ -30,11 +30,11 @@ def _text_vectors(axis: int, n: int, rng: np.random.Generator) -> np.ndarray:
 
 
 @pytest.fixture(scope="module")
-def groups(db_url: str) -> dict[str, Any]:
+def groups(module_db_url: str) -> dict[str, Any]:
     """Two user groups that each touch only their own group's items, plus one cold item whose
     text resembles group A's items."""
     rng = np.random.default_rng(7)
-    with connect(db_url) as conn:
+    with connect(module_db_url) as conn:
         text_model = add_model(conn)
         items = {g: add_items(conn, text_model, _text_vectors(axis, GROUP_ITEMS, rng), g)
                  for g, axis in (("a", 0), ("b", 1))}

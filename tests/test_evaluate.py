@@ -18,11 +18,11 @@ T = [datetime(2024, 1, 1, tzinfo=timezone.utc) + timedelta(seconds=s) for s in r
 
 
 @pytest.fixture(scope="module")
-def tiny(db_url: str) -> dict[str, Any]:
+def tiny(module_db_url: str) -> dict[str, Any]:
     """Items i0..i5 on axes 0..5 except i2 between i0 and i1; three users, three events each."""
     vectors = np.eye(6, DIM)
     vectors[2] = [1, 1, 0.5] + [0] * (DIM - 3)
-    with connect(db_url) as conn:
+    with connect(module_db_url) as conn:
         model_id = add_model(conn)
         i = add_items(conn, model_id, vectors, "e")
         u1, u2, u3 = (add_user(conn, name) for name in ("u1", "u2", "u3"))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -30,10 +31,20 @@ def _counts(conn: psycopg.Connection[Any]) -> tuple[int, int, int]:
 
 
 @pytest.fixture(scope="module")
-def loaded_url(db_url: str) -> str:
-    with psycopg.connect(db_url) as conn:
+def movielens_url(pg_admin_url: str, template_db_url: str) -> Iterator[str]:
+    """MovieLens 100K loaded into a database of its own: the other tests load into empty ones."""
+    from conftest import create_database, drop_database
+
+    url = create_database(pg_admin_url, "ml", template=template_db_url)
+    with psycopg.connect(url) as conn:
         movielens.load_movielens(conn)
-    return db_url
+    yield url
+    drop_database(pg_admin_url, url)
+
+
+@pytest.fixture
+def loaded_url(movielens_url: str, clone_db: Callable[[str], str]) -> str:
+    return clone_db(movielens_url)
 
 
 def test_movielens_loads_exact_counts(loaded_url: str) -> None:

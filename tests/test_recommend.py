@@ -21,7 +21,7 @@ N = 12  # items per category
 
 
 @pytest.fixture(scope="module")
-def world(db_url: str) -> dict[str, Any]:
+def world(module_db_url: str) -> dict[str, Any]:
     """Categories A, B, C clustered around axes 0, 1, 2; users with one or two tastes."""
     rng = np.random.default_rng(11)
     vectors, categories = [], []
@@ -30,7 +30,7 @@ def world(db_url: str) -> dict[str, Any]:
         block[:, axis] = 1
         vectors.append(block + 0.2 * rng.normal(size=block.shape))
         categories += [name] * N
-    with connect(db_url) as conn:
+    with connect(module_db_url) as conn:
         model_id = add_model(conn)
         ids = add_items(conn, model_id, np.vstack(vectors), "r", categories)
         cat = dict(zip(ids, categories, strict=True))

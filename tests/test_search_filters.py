@@ -36,11 +36,11 @@ def attributes(j: int, rng: np.random.Generator) -> dict[str, Any]:
 
 
 @pytest.fixture(scope="module")
-def catalog(db_url: str) -> dict[str, Any]:
+def catalog(module_db_url: str) -> dict[str, Any]:
     rng = np.random.default_rng(11)
     vectors = clustered(N, DIMS, 8, rng)
     attrs = [attributes(j, rng) for j in range(N)]
-    with connect(db_url) as conn:
+    with connect(module_db_url) as conn:
         model = make_model(conn, DIMS, name="filters")
         with conn.cursor().copy("copy pyembed.items (external_id, title, category, attributes) "
                                 "from stdin") as copy:

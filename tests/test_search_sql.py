@@ -20,8 +20,8 @@ K = 10
 
 
 @pytest.fixture(scope="module")
-def catalog(db_url: str) -> Catalog:
-    with connect(db_url) as c:
+def catalog(module_db_url: str) -> Catalog:
+    with connect(module_db_url) as c:
         return load_catalog(c, n=3000, dims=32)
 
 

@@ -22,7 +22,7 @@ NEAR, FAR = 9000, 3000  # items around +e0 (category A) and around -e0 (category
 
 
 @pytest.fixture(scope="module")
-def catalog(db_url: str) -> dict[str, Any]:
+def catalog(module_db_url: str) -> dict[str, Any]:
     """Two separated clusters: a filter on B is anti-correlated with queries near A."""
     rng = np.random.default_rng(5)
     x = rng.normal(scale=0.35, size=(NEAR + FAR, DIMS))
@@ -30,7 +30,7 @@ def catalog(db_url: str) -> dict[str, Any]:
     x[NEAR:, 0] -= 1
     vectors = (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
     category = ["A"] * NEAR + ["B"] * FAR
-    with connect(db_url) as conn:
+    with connect(module_db_url) as conn:
         model = make_model(conn, DIMS, name="strategy", index=False)
         with conn.cursor().copy("copy pyembed.items (external_id, title, category) "
                                 "from stdin") as copy:

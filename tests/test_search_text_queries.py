@@ -19,14 +19,18 @@ ITEMS = [
 
 
 @pytest.fixture(scope="module")
-def text_url(db_url: str) -> str:
-    with connect(db_url) as conn:
+def text_items(module_db_url: str) -> None:
+    with connect(module_db_url) as conn:
         register_default_model(conn)
         conn.cursor().executemany(
             "insert into pyembed.items (external_id, title, body, category, tags) "
             "values (%s, %s, %s, %s, array[%s])", [(*row, row[3]) for row in ITEMS])
         conn.commit()
         drain(conn)
+
+
+@pytest.fixture
+def text_url(text_items: None, db_url: str) -> str:
     return db_url
 
 

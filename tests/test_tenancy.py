@@ -7,7 +7,7 @@ import random
 import re
 import uuid
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -18,8 +18,9 @@ import pytest
 
 
 @pytest.fixture(scope="module")
-def tenants_url(db_url: str) -> str:
-    with psycopg.connect(db_url) as owner:
+def tenants(module_db_url: str) -> str:
+    """The module's database with two tenants' users, items and events."""
+    with psycopg.connect(module_db_url) as owner:
         for tenant in ("acme", "globex"):
             owner.execute("select set_config('pyembed.tenant_id', %s, false)", (tenant,))
             owner.execute(
@@ -38,7 +39,17 @@ def tenants_url(db_url: str) -> str:
                 "on u.tenant_id = i.tenant_id where u.tenant_id = %s and i.external_id <= 'i3'",
                 (tenant,),
             )
-    return db_url
+    return module_db_url
+
+
+@pytest.fixture
+def tenants_url(request: pytest.FixtureRequest, tenants: str,
+                clone_db: Callable[[str], str]) -> str:
+    """A private copy of the tenants' database; of the fuzz ``world``'s one when the test uses
+    it (its 1,800 more items would change what the other tests count)."""
+    if "world" in request.fixturenames:
+        return clone_db(request.getfixturevalue("world_db")[0])
+    return clone_db(tenants)
 
 
 @pytest.fixture
@@ -381,9 +392,23 @@ def _snapshot(owner: psycopg.Connection[Any], model_id: int, index: str) -> Worl
 
 
 @pytest.fixture(scope="module")
-def world(tenants_url: str) -> World:
-    """Both tenants' catalogs, events, refreshed user vectors, popularity cache, HNSW index."""
-    with psycopg.connect(tenants_url) as owner:
+def world_db(pg_admin_url: str, tenants: str) -> Iterator[tuple[str, World]]:
+    """A copy of the tenants' database with both tenants' catalogs, events, refreshed user
+    vectors, popularity cache and HNSW index; and what the owner sees in it."""
+    from conftest import create_database, drop_database
+
+    url = create_database(pg_admin_url, "w", template=tenants)
+    yield url, _build_world(url)
+    drop_database(pg_admin_url, url)
+
+
+@pytest.fixture(scope="module")
+def world(world_db: tuple[str, World]) -> World:
+    return world_db[1]
+
+
+def _build_world(url: str) -> World:
+    with psycopg.connect(url) as owner:
         model_id = _load(owner, np.random.default_rng(11))
         owner.execute("set role pyembed_worker")     # the worker sees every tenant
         while owner.execute("select pyembed.refresh_users()").fetchone()[0]:

@@ -15,10 +15,10 @@ from pyembed_db.db import connect
 
 
 @pytest.fixture(scope="module")
-def data(db_url: str) -> str:
+def ratings(module_db_url: str) -> None:
     rng = np.random.default_rng(5)
     t0 = datetime(2024, 1, 1, tzinfo=timezone.utc)
-    with connect(db_url) as conn:
+    with connect(module_db_url) as conn:
         model_id = add_model(conn)
         items = add_items(conn, model_id, rng.normal(size=(30, DIM)), "m",
                           ["Comedy" if i % 2 else "Drama" for i in range(30)])
@@ -27,6 +27,10 @@ def data(db_url: str) -> str:
                            t0 + timedelta(hours=n))
                           for u in users for n, i in enumerate(rng.choice(30, 12, replace=False))])
         conn.commit()
+
+
+@pytest.fixture
+def data(ratings: None, db_url: str) -> str:
     return db_url
 
 

@@ -18,11 +18,11 @@ T0 = datetime(2024, 3, 1, tzinfo=timezone.utc)
 DAY = timedelta(days=1)
 
 
-@pytest.fixture(scope="module")
-def world(db_url: str) -> dict[str, Any]:
+@pytest.fixture(scope="module", autouse=True)
+def world(module_db_url: str) -> dict[str, Any]:
     """A committed model and six items with vectors, plus one item without a vector."""
     rng = np.random.default_rng(7)
-    with connect(db_url) as setup:
+    with connect(module_db_url) as setup:
         model_id = add_model(setup)
         vectors = rng.normal(size=(6, DIM))
         items = add_items(setup, model_id, vectors, "it")
@@ -142,8 +142,9 @@ def test_incremental_refresh_touches_only_changed_users(conn: psycopg.Connection
     assert conn.execute("select pyembed.refresh_users()").fetchone() == (2,)
     state = "select user_id, event_watermark, refreshed_at, embedding::text " \
             "from pyembed.user_embeddings where user_id = any(%s) and kind = 'long_term' order by 1"
-    conn.execute("select pg_sleep(0.01)")
-    conn.commit()  # a new transaction, so refreshed_at (now()) moves
+    # As if refreshed an hour ago, so that a refresh now (refreshed_at = now()) must move it.
+    conn.execute("update pyembed.user_embeddings set refreshed_at = refreshed_at - interval '1h'"
+                 " where user_id = any(%s)", ([a, b],))
     before = conn.execute(state, ([a, b],)).fetchall()
     add_events(conn, [(a, it[2], "purchase", None, T0 + DAY)])
     assert conn.execute("select user_id from pyembed.user_queue where user_id = any(%s)",
@@ -153,10 +154,6 @@ def test_incremental_refresh_touches_only_changed_users(conn: psycopg.Connection
     assert after[1] == before[1]  # b untouched
     assert after[0][1] > before[0][1] and after[0][2] > before[0][2] and after[0][3] != before[0][3]
     assert conn.execute("select pyembed.refresh_users()").fetchone() == (0,)
-    conn.execute("delete from pyembed.user_embeddings where user_id = any(%s)", ([a, b],))
-    conn.execute("delete from pyembed.events where user_id = any(%s)", ([a, b],))
-    conn.execute("delete from pyembed.users where user_id = any(%s)", ([a, b],))
-    conn.commit()
 
 
 def test_since_requeues_users_whose_vectors_miss_events(conn: psycopg.Connection[Any],

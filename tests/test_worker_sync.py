@@ -37,10 +37,22 @@ def _insert_items(conn: psycopg.Connection[Any], rows: list[tuple[Any, ...]]) ->
 
 
 @pytest.fixture(scope="module")
-def model_url(db_url: str) -> str:
-    with connect(db_url) as conn:
+def default_model(module_db_url: str) -> None:
+    with connect(module_db_url) as conn:
         register_default_model(conn)
+
+
+@pytest.fixture
+def model_url(default_model: None, db_url: str) -> str:
     return db_url
+
+
+@pytest.fixture
+def embedded_items(model_url: str) -> None:
+    """Items t1 and t2 with vectors of the default model."""
+    with connect(model_url) as conn:
+        _insert_items(conn, [("t1", "Red hat", None, 10), ("t2", "Blue scarf", None, 20)])
+        drain(conn)
 
 
 def test_triggers_queue_text_changes_only(model_url: str) -> None:
@@ -186,7 +198,7 @@ def test_one_failing_item_neither_stalls_its_batch_nor_retries_forever(
 
 
 def test_reembed_fills_shadow_model_then_activate_switches(
-    model_url: str, exported_minilm: dict[str, Any]
+    model_url: str, embedded_items: None, exported_minilm: dict[str, Any]
 ) -> None:
     with connect(model_url) as conn:
         old = get_model(conn, "all-MiniLM-L6-v2")
@@ -267,7 +279,8 @@ def test_first_vector_of_an_item_queues_its_users(model_url: str) -> None:
         assert conn.execute("select count(*) from pyembed.user_queue").fetchone() == (0,)
 
 
-def test_first_vector_written_from_sql_queues_its_users(model_url: str) -> None:
+def test_first_vector_written_from_sql_queues_its_users(model_url: str,
+                                                       embedded_items: None) -> None:
     """The re-queue is a trigger: a vector written by any SQL client (as the worker role) counts."""
     with connect(model_url) as conn:
         conn.execute("insert into pyembed.items (external_id, title) values ('sql-vec', '')")
@@ -299,7 +312,7 @@ def test_stale_items_names_items_whose_vector_is_not_current(model_url: str) -> 
         assert model is not None
         item = conn.execute("select item_id from pyembed.items where external_id = 'st1'"
                             ).fetchone()
-        before = stale_items(conn, model)  # earlier tests' items skipped for empty text
+        before = stale_items(conn, model)
         skipped = {r[0] for r in conn.execute(
             "select item_id from pyembed.item_embedding_skips where model_id = %s",
             (model.model_id,))}
