@@ -246,12 +246,18 @@ def unfiltered_overhead(conn: psycopg.Connection[Any], corpus: Corpus, model_id:
 def calibrate(rows: list[dict[str, Any]], total: int) -> dict[str, float]:
     """Least-squares cost constants (ms) from the forced paths of this run:
     exact  = exact_fixed + exact_row * matching rows
-    hnsw   = hnsw_fixed + hnsw_tuple * max(ef_search, fetch / selectivity) (tuples visited)."""
+    hnsw   = hnsw_fixed + hnsw_tuple * max(ef_search, fetch / selectivity) (tuples visited),
+    with the ef_search and fetch of each filter's plan."""
     ex = [(r["matching"], r["exact"]["p50_ms"]) for r in rows if r["matching"] > 0]
     a = np.array([[1.0, m] for m, _ in ex])
     e0, e1 = np.linalg.lstsq(a, np.array([t for _, t in ex]), rcond=None)[0]
-    hn = [(max(r.get("ef_search", 200), K * total / max(r["matching"], 1)), r["hnsw"]["p50_ms"])
-          for r in rows if r["matching"] > 0]
+
+    def tuples(r: dict[str, Any]) -> float:
+        plan = r.get("plan_example") or {}
+        ef, fetch = plan.get("ef_search", 200), plan.get("fetch", K)
+        return float(max(ef, fetch * total / max(r["matching"], 1)))
+
+    hn = [(tuples(r), r["hnsw"]["p50_ms"]) for r in rows if r["matching"] > 0]
     b = np.array([[1.0, min(s, 1e6)] for s, _ in hn])
     h0, h1 = np.linalg.lstsq(b, np.array([t for _, t in hn]), rcond=None)[0]
     return {"exact_fixed_ms": float(e0), "exact_row_ms": float(e1),
