@@ -345,7 +345,8 @@ begin
         -- The first $6 index entries nearest the query (a hard bound: hnsw.max_scan_tuples is
         -- not one, past it pgvector still returns every candidate it discarded), then the
         -- first $4 of them passing the filter. Fewer: the filter is anti-correlated with the
-        -- query, and the exact path answers.
+        -- query, and the exact path answers. LATERAL ... OFFSET 0 keeps the index scan the
+        -- driving side (read lazily, stopping at $4), whatever the filter's estimate.
         return format($q$
             select (array_agg(item_id order by d, item_id))[1:$5],
                    (array_agg(d order by d, item_id))[1:$5], count(*)
@@ -355,8 +356,8 @@ begin
                         where ie.model_id = %s
                         order by %s
                         limit $6) ie
-                  join pyembed.items i on i.item_id = ie.item_id
-                  where (%s)%s
+                  cross join lateral (select from pyembed.items i
+                                      where i.item_id = ie.item_id and (%s)%s offset 0) f
                   limit $4) c$q$,
             case storage when 'vector' then '(' || indexed || ') + 0'
                          else format('ie.embedding %s $2', op) end,
@@ -487,8 +488,6 @@ set hnsw.iterative_scan to 'relaxed_order'
 set hnsw.ef_search to 40
 set hnsw.max_scan_tuples to 20000
 set enable_sort to off
-set enable_hashjoin to off
-set enable_mergejoin to off
 as $$
 begin
     perform set_config('hnsw.ef_search', plan->>'ef_search', true),
