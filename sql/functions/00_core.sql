@@ -130,7 +130,7 @@ $$;
 -- NULL keeps the model's current storage ('vector' when none was chosen). The graph is built with
 -- m = 32, ef_construction = 200 (settings pyembed.index_hnsw_m / index_hnsw_ef_construction):
 -- pgvector's 16 / 64 left text-embedding queries far from the catalog at recall@10 0.6 whatever
--- ef_search (bench/filtered_search_real.py, docs/search.md *Index*). An existing index is kept.
+-- ef_search (bench/filtered_search_real.py, docs/search.md *Recall*). An existing index is kept.
 create or replace function pyembed.ensure_model_index(p_model_id integer, storage text default null)
 returns text
 language plpgsql volatile security invoker
