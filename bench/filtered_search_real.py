@@ -246,12 +246,18 @@ def unfiltered_overhead(conn: psycopg.Connection[Any], corpus: Corpus, model_id:
 def calibrate(rows: list[dict[str, Any]], total: int) -> dict[str, float]:
     """Least-squares cost constants (ms) from the forced paths of this run:
     exact  = exact_fixed + exact_row * matching rows
-    hnsw   = hnsw_fixed + hnsw_tuple * max(ef_search, fetch / selectivity) (tuples visited)."""
+    hnsw   = hnsw_fixed + hnsw_tuple * max(ef_search, fetch / selectivity) (tuples visited),
+    with the ef_search and fetch of each filter's plan."""
     ex = [(r["matching"], r["exact"]["p50_ms"]) for r in rows if r["matching"] > 0]
     a = np.array([[1.0, m] for m, _ in ex])
     e0, e1 = np.linalg.lstsq(a, np.array([t for _, t in ex]), rcond=None)[0]
-    hn = [(max(r.get("ef_search", 200), K * total / max(r["matching"], 1)), r["hnsw"]["p50_ms"])
-          for r in rows if r["matching"] > 0]
+
+    def tuples(r: dict[str, Any]) -> float:
+        plan = r.get("plan_example") or {}
+        ef, fetch = plan.get("ef_search", 200), plan.get("fetch", K)
+        return float(max(ef, fetch * total / max(r["matching"], 1)))
+
+    hn = [(tuples(r), r["hnsw"]["p50_ms"]) for r in rows if r["matching"] > 0]
     b = np.array([[1.0, min(s, 1e6)] for s, _ in hn])
     h0, h1 = np.linalg.lstsq(b, np.array([t for _, t in hn]), rcond=None)[0]
     return {"exact_fixed_ms": float(e0), "exact_row_ms": float(e1),
@@ -282,6 +288,7 @@ def main() -> None:
                         help="apply sql/functions of this revision (e.g. main) for the run")
     parser.add_argument("--queries", type=int, default=200)
     parser.add_argument("--only", help="run only the filters whose name contains this")
+    parser.add_argument("--limit", type=int, help="glove: the first N words only (own database)")
     parser.add_argument("--data-dir", default="/tmp/pyembed-bench-real")
     parser.add_argument("--shared-buffers", default="1GB")
     parser.add_argument("--rebuild", action="store_true")
@@ -289,9 +296,10 @@ def main() -> None:
                         help="a pyembed.search_* setting for the run (experiments)")
     args = parser.parse_args()
 
-    corpus = CORPORA[args.corpus]()
+    corpus = CORPORA[args.corpus](limit=args.limit) if args.limit else CORPORA[args.corpus]()
     admin = ensure_server(Path(args.data_dir) / "pgdata", args.shared_buffers)
-    dbname = f"real_{args.corpus}"
+    name = f"{args.corpus}{args.limit // 1000}k" if args.limit else args.corpus
+    dbname = f"real_{name}"
     url = with_database(admin, dbname)
     with psycopg.connect(admin, autocommit=True) as c:
         exists = c.execute("select 1 from pg_database where datname = %s", (dbname,)).fetchone()
@@ -335,8 +343,8 @@ def main() -> None:
     print("fitted cost constants (ms): " + json.dumps({k: round(v, 5)
                                                      for k, v in constants.items()}))
     RESULTS.mkdir(exist_ok=True)
-    path = RESULTS / f"filtered_search_real_{args.corpus}_{args.label}.json"
-    path.write_text(json.dumps({"corpus": args.corpus, "items": len(ids), "dims": dims,
+    path = RESULTS / f"filtered_search_real_{name}_{args.label}.json"
+    path.write_text(json.dumps({"corpus": name, "items": len(ids), "dims": dims,
                                 "queries": args.queries, "functions_from": args.functions_from,
                                 "settings": args.set,
                                 "rows": rows, "unfiltered": overhead, "fitted": constants},

@@ -156,6 +156,9 @@ def test_strategy_follows_the_costs(db: psycopg.Connection[Any], catalog: Catalo
     assert rare["costs"]["exact_ms"] <= rare["costs"]["hnsw_ms"]
     assert rare["estimated_rows"] < 50 and rare["rows"] == min(K, catalog.category.count("rare"))
     books = plan(db, q, {"category": "books"})  # ~1,500 of 3,000 rows
+    assert books["strategy"] == "exact"  # cheaper than an index batch of ef_search 800
+    db.execute("set pyembed.search_ef_search = 40")  # a cheap index path
+    books = plan(db, q, {"category": "books"})
     assert books["strategy"] == "hnsw" and books["rows"] == K and not books["fallback"]
     assert books["costs"]["exact_ms"] > books["costs"]["hnsw_ms"]
     assert 0.4 < books["selectivity"] < 0.6 and books["fetch"] == 4 * K

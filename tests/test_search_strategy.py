@@ -91,8 +91,10 @@ def test_anti_correlated_filter_ends_on_the_exact_path(db: psycopg.Connection[An
 def test_correlated_filter_of_the_same_size_stays_on_the_index(db: psycopg.Connection[Any],
                                                               catalog: dict[str, Any]) -> None:
     """A filter as large as B but around the query (B items queried from B) needs a few hundred
-    index tuples: the index path answers without falling back."""
+    index tuples: the index path answers without falling back. (With the default ef_search of
+    800 the exact scan of 3,000 16-d rows is cheaper, and chosen: a smaller one here.)"""
     db.execute("set enable_seqscan = off")
+    db.execute("set pyembed.search_ef_search = 100")
     mask = catalog["category"] == "B"
     recalls = []
     for q in catalog["vectors"][NEAR:NEAR + 5]:
@@ -110,6 +112,9 @@ def test_selective_filter_takes_the_exact_path_with_its_costs(db: psycopg.Connec
     e = explain(db, catalog["vectors"][0], {"item_id": {"in": ids}})
     assert e["strategy"] == "exact" and e["costs"]["exact_ms"] < e["costs"]["hnsw_ms"]
     assert e["rows"] == 10 and e["estimated_rows"] == 30
+    e = explain(db, catalog["vectors"][0], {"category": "A"})  # 9,000 rows
+    assert e["strategy"] == "exact" and e["costs"]["exact_ms"] < e["costs"]["hnsw_ms"]
+    db.execute("set pyembed.search_ef_search = 100")  # a cheaper index path
     e = explain(db, catalog["vectors"][0], {"category": "A"})
     assert e["strategy"] == "hnsw" and e["costs"]["exact_ms"] > e["costs"]["hnsw_ms"]
 
@@ -212,3 +217,59 @@ def test_unfiltered_searches_skip_the_plan(db: psycopg.Connection[Any],
     db.execute("set role pyembed_reader")
     assert db.execute("select item_id, distance from pyembed.search(%s, 10)",
                       (Vector(q),)).fetchall() == fast
+
+
+def reloptions(db: psycopg.Connection[Any], index: str) -> list[str]:
+    return list(db.execute("select reloptions from pg_class where oid = %s::regclass",
+                           (index,)).fetchone()[0])
+
+
+def test_model_index_is_built_for_recall(db: psycopg.Connection[Any],
+                                         catalog: dict[str, Any]) -> None:
+    """m 32 / ef_construction 200 by default (pgvector's 16 / 64 left text queries far from the
+    catalog at recall 0.6 whatever ef_search); settings override them, out of range is PE012."""
+    assert reloptions(db, f"pyembed.item_embeddings_hnsw_m{catalog['model']}") == [
+        "m=32", "ef_construction=200"]
+    model = make_model(db, DIMS, name="strategy-small-graph", index=False)
+    db.execute("set local pyembed.index_hnsw_m = 8")
+    db.execute("set local pyembed.index_hnsw_ef_construction = 10")  # raised to 2 m
+    index = db.execute("select pyembed.ensure_model_index(%s)", (model,)).fetchone()[0]
+    assert reloptions(db, f"pyembed.{index}") == ["m=8", "ef_construction=16"]
+    db.execute("set local pyembed.index_hnsw_m = 1")
+    with pytest.raises(psycopg.Error, match="index_hnsw_m must be between 2 and 100") as err:
+        db.execute("select pyembed.ensure_model_index(%s, 'halfvec')", (model,))
+    assert err.value.sqlstate == "PE012"
+
+
+def test_ef_search_is_larger_under_a_filter(db: psycopg.Connection[Any],
+                                            catalog: dict[str, Any]) -> None:
+    """600 candidates unfiltered, 800 under a filter (the iterative scan's later batches are
+    less precise); pyembed.search_ef_search still overrides both."""
+    q = Vector(catalog["vectors"][0])
+    plan = "select pyembed.search_plan(%s, 10, %s)->>'ef_search'"
+    assert db.execute(plan, (q, "{}")).fetchone()[0] == "600"
+    assert db.execute(plan, (q, '{"category": "A"}')).fetchone()[0] == "800"
+    assert db.execute("select pyembed.search_plan(%s, 500)->>'ef_search'",
+                      (q,)).fetchone()[0] == "1000"
+    db.execute("set pyembed.search_ef_search = 64")
+    assert db.execute(plan, (q, '{"category": "A"}')).fetchone()[0] == "64"
+
+
+def test_plain_and_excluding_searches_agree_with_brute_force(db: psycopg.Connection[Any],
+                                                             catalog: dict[str, Any]) -> None:
+    """The plain path runs one index batch (no iterative scan); excluding items, or a tiny
+    ef_search, still continues the scan until k rows are collected."""
+    q = catalog["vectors"][NEAR + 7]
+    everything = np.ones(len(catalog["ids"]), bool)
+    expected = brute(catalog, q, everything, 30)
+    plain = [r[0] for r in db.execute("select item_id from pyembed.search(%s, 20)",
+                                      (Vector(q),))]
+    assert plain == expected[:20]
+    source = expected[0]
+    similar = [r[0] for r in db.execute("select item_id from pyembed.search_similar(%s, 20)",
+                                        (source,))]
+    assert similar == expected[1:21]
+    db.execute("set pyembed.search_ef_search = 5")
+    db.execute("set pyembed.search_strategy = 'hnsw'")
+    e = explain(db, q, {}, k=25)
+    assert e["strategy"] == "hnsw" and e["rows"] == 25 and not e["fallback"], e

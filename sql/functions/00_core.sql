@@ -127,7 +127,10 @@ $$;
 --   'halfvec' float16, half the index memory (..._m<id>_halfvec; search re-ranks exactly)
 --   'bit'     binary quantization, 1/32 of the memory, Hamming distance (..._m<id>_bit; search
 --             over-fetches and re-ranks with the full vectors)
--- NULL keeps the model's current storage ('vector' when none was chosen).
+-- NULL keeps the model's current storage ('vector' when none was chosen). The graph is built with
+-- m = 32, ef_construction = 200 (settings pyembed.index_hnsw_m / index_hnsw_ef_construction):
+-- pgvector's 16 / 64 left text-embedding queries far from the catalog at recall@10 0.6 whatever
+-- ef_search (bench/filtered_search_real.py, docs/search.md *Recall*). An existing index is kept.
 create or replace function pyembed.ensure_model_index(p_model_id integer, storage text default null)
 returns text
 language plpgsql volatile security invoker
@@ -139,6 +142,8 @@ declare
     index_name text;
     expression text;
     opclass text;
+    hnsw_m integer := pyembed.setting_number('index_hnsw_m', 32, 2, 100);
+    construction integer := pyembed.setting_number('index_hnsw_ef_construction', 200, 4, 1000);
 begin
     select * into m from pyembed.embedding_models where model_id = p_model_id;
     if not found then
@@ -161,8 +166,8 @@ begin
     end if;
     execute format(
         'create index if not exists %I on pyembed.item_embeddings using hnsw '
-        '(%s %s) where model_id = %s',
-        index_name, expression, opclass, p_model_id);
+        '(%s %s) with (m = %s, ef_construction = %s) where model_id = %s',
+        index_name, expression, opclass, hnsw_m, greatest(construction, 2 * hnsw_m), p_model_id);
     if m.config->>'index_storage' is distinct from chosen then
         update pyembed.embedding_models
         set config = config || jsonb_build_object('index_storage', chosen)

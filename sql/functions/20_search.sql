@@ -59,16 +59,16 @@ $$;
 
 -- Estimated milliseconds of each strategy for `passing` rows out of `total` (see
 -- docs/search.md, *Strategies*). Constants fitted on the benchmark machine by
--- bench/filtered_search_real.py (2 cores, warm shared buffers), per-row costs growing with the
--- dimension; each can be overridden with a setting, e.g. `set pyembed.search_cost_exact_row =
+-- bench/filtered_search_real.py (2 cores, warm shared buffers; an index of m 32: a visited
+-- index tuple costs about as much as 14 filtered rows read and compared exactly, whatever the
+-- dimension, which the graph's memory accesses dominate); each can be overridden with a setting, e.g. `set pyembed.search_cost_exact_row =
 -- 0.004` (ms), after running the benchmark on your hardware.
 --   exact_ms   exact_fixed + passing * exact_row
 --   hnsw_ms    hnsw_fixed + tuples * hnsw_tuple, tuples = max(ef_search, fetch / selectivity):
 --              the index entries an iterative scan returns before `fetch` of them pass a filter
 --              independent of the query
---   break_even the tuples at which the HNSW path would cost as much as the exact one (its scan
---              is stopped there: a filter anti-correlated with the query falls back to exact
---              at most that late)
+--   break_even the tuples at which the HNSW path would cost as much as the exact one
+--              (reported; the scan itself is bounded for recall, see search_plan)
 --   first_batch_ms  the index scan's first batch (ef_search tuples), its cheapest outcome
 drop function if exists pyembed.search_costs(double precision, double precision, integer, integer,
                                              integer);
@@ -82,12 +82,11 @@ language plpgsql stable security invoker
 set search_path to pg_catalog, pg_temp
 as $$
 declare
-    exact_fixed double precision := pyembed.search_setting('search_cost_exact_fixed', 0.25);
+    exact_fixed double precision := pyembed.search_setting('search_cost_exact_fixed', 0.5);
     exact_row double precision := pyembed.search_setting('search_cost_exact_row',
-        0.0012 + 0.0000045 * dimensions);
-    hnsw_fixed double precision := pyembed.search_setting('search_cost_hnsw_fixed', 0.35);
-    hnsw_tuple double precision := pyembed.search_setting('search_cost_hnsw_tuple',
-        0.0015 + 0.000012 * dimensions);
+        0.005 + 0.000003 * dimensions);
+    hnsw_fixed double precision := pyembed.search_setting('search_cost_hnsw_fixed', 0.5);
+    hnsw_tuple double precision := pyembed.search_setting('search_cost_hnsw_tuple', 0.07);
     s double precision := least(1, greatest(passing, 1) / greatest(total, 1));
 begin
     exact_ms := exact_fixed + passing * exact_row;
@@ -205,8 +204,13 @@ begin
             prepared := null;
         end if;
     end if;
-    -- 200 candidates per layer-0 search: recall@10 ~0.99 on 100k x 384 (bench/filtered_search).
-    ef := least(1000, coalesce(raw_ef::double precision, greatest(200, 2 * fetch_n)));
+    -- Candidates per layer-0 search. Text-embedding queries far from every item (short titles
+    -- searching reviews) need many: on the reviews corpus (m 32, ef_construction 200) ef 200
+    -- reached recall@10 0.987 with a query at 0.5, 600 0.996 with none under 0.9; under a filter
+    -- the iterative scan's later batches are less precise, and 800 held 0.99 / 0.8
+    -- (bench/filtered_search_real.py, docs/search.md *Recall*).
+    ef := least(1000, coalesce(raw_ef::double precision,
+                               greatest(case when f = '{}' then 600 else 800 end, 2 * fetch_n)));
 
     if fsql <> 'true' then
         execute 'explain (format json) select 1 from pyembed.items i where ' || fsql
@@ -259,15 +263,16 @@ begin
                                        round(first_batch_ms::numeric, 2));
         end if;
     end if;
-    -- Under a filter the scan stops at twice the tuples a filter independent of the query
-    -- needs, or where the exact path would have been cheaper when that is later (after the
-    -- first batch when probing); then the exact path takes over. A filter anti-correlated with
-    -- the query (its rows far from it) then costs at most about twice the exact path, instead
-    -- of a scan through most of the index.
+    -- Under a filter the scan stops after the first batch (ef_search tuples), or at twice the
+    -- tuples a filter independent of the query needs when that is more; then the exact path
+    -- takes over. A filter anti-correlated with the query (few of its rows near it) would
+    -- otherwise be answered by the iterative scan's later batches, whose recall is poor (class
+    -- = Dresses on the reviews: 3 of the 10 nearest found after 2,127 tuples; 0.95 mean).
     max_tuples := least(1000000, coalesce(raw_tuples::double precision,
         case when fsql = 'true' then 20000
              when probing then ef
-             else greatest(ef, 2 * hnsw_tuples, break_even) end));
+             else greatest(ef, 2 * fetch_n * coalesce(total, passing) / greatest(passing, 1))
+        end));
 
     return jsonb_build_object(
         'strategy', strategy, 'reason', reason, 'model_id', m.model_id,
@@ -287,7 +292,8 @@ end
 $$;
 
 -- The SQL text of one strategy, from a plan made by search_plan. Parameters:
--- $1 filters, $2 query, $3 excluded item ids, $4 candidates to fetch, $5 k.
+-- $1 filters, $2 query, $3 excluded item ids, $4 candidates to fetch, $5 k, $6 (filtered HNSW
+-- only) the index entries to read at most.
 -- Readers can call it with any jsonb, so nothing in `plan` is pasted as SQL: the filter clause
 -- is rebuilt from plan->'filters' by pyembed.filter_sql (validated keys, values as $1), the
 -- model and dimension are cast to integers, storage and distance are whitelisted.
@@ -335,18 +341,39 @@ begin
     -- the candidates with the full vectors. `+ 0`: with relaxed_order the index returns
     -- candidates only nearly sorted, but the planner would take them as sorted by d and only
     -- finish the aggregates' ORDER BY (presorted aggregate input).
+    if filtered then
+        -- The first $6 index entries nearest the query (a hard bound: hnsw.max_scan_tuples is
+        -- not one, past it pgvector still returns every candidate it discarded), then the
+        -- first $4 of them passing the filter. Fewer: the filter is anti-correlated with the
+        -- query, and the exact path answers. LATERAL ... OFFSET 0 keeps the index scan the
+        -- driving side (read lazily, stopping at $4), whatever the filter's estimate.
+        return format($q$
+            select (array_agg(item_id order by d, item_id))[1:$5],
+                   (array_agg(d order by d, item_id))[1:$5], count(*)
+            from (select ie.item_id, ie.d
+                  from (select ie.item_id, %s as d
+                        from pyembed.item_embeddings ie
+                        where ie.model_id = %s
+                        order by %s
+                        limit $6) ie
+                  cross join lateral (select from pyembed.items i
+                                      where i.item_id = ie.item_id and (%s)%s offset 0) f
+                  limit $4) c$q$,
+            case storage when 'vector' then '(' || indexed || ') + 0'
+                         else format('ie.embedding %s $2', op) end,
+            model, indexed, fsql, excluding);
+    end if;
     return format($q$
         select (array_agg(item_id order by d, item_id))[1:$5],
                (array_agg(d order by d, item_id))[1:$5], count(*)
         from (select ie.item_id, %s as d
-              from pyembed.item_embeddings ie %s
-              where ie.model_id = %s and (%s)%s
+              from pyembed.item_embeddings ie
+              where ie.model_id = %s%s
               order by %s
               limit $4) c$q$,
         case storage when 'vector' then '(' || indexed || ') + 0'
                      else format('ie.embedding %s $2', op) end,
-        case when filtered then 'join pyembed.items i on i.item_id = ie.item_id' else '' end,
-        model, fsql, excluding, indexed);
+        model, excluding, indexed);
 end
 $$;
 
@@ -395,11 +422,15 @@ begin
             %s model_id = %s then
                 perform pyembed.check_search_args(k, query, %s, %L, %L);
                 fetch_n := coalesce(fetch_n, greatest(k, least(1000, k * %s)));
-                perform set_config('hnsw.ef_search',
-                                   coalesce(ef_search, least(1000, greatest(200, 2 * fetch_n)))::text,
-                                   true),
+                ef_search := coalesce(ef_search, least(1000, greatest(600, 2 * fetch_n)));
+                -- Nothing excluded and ef_search >= fetch_n: the first batch is the answer, and
+                -- the iterative scan's bookkeeping would add about a tenth for nothing.
+                perform set_config('hnsw.ef_search', ef_search::text, true),
                         set_config('hnsw.max_scan_tuples', coalesce(max_scan_tuples, 20000)::text,
-                                   true);
+                                   true),
+                        set_config('hnsw.iterative_scan',
+                                   case when cardinality(excluded) = 0 and ef_search >= fetch_n
+                                        then 'off' else 'relaxed_order' end, true);
                 %s
                 into ids, distances, collected;$b$,
             case when branches = '' then 'if' else 'elsif' end, m.model_id, m.dimensions,
@@ -463,7 +494,8 @@ begin
             set_config('hnsw.max_scan_tuples', plan->>'max_scan_tuples', true);
     execute pyembed.search_sql(plan || jsonb_build_object('filters', coalesce(filters, '{}')),
                                'hnsw') into ids, distances, collected
-        using filters, query, excluded, (plan->>'fetch')::integer, (plan->>'k')::integer;
+        using filters, query, excluded, (plan->>'fetch')::integer, (plan->>'k')::integer,
+              (plan->>'max_scan_tuples')::integer;
 end
 $$;
 
