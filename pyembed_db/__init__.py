@@ -25,6 +25,7 @@ from .embed import (
 )
 from .errors import (
     ConfigurationError,
+    ConnectionLost,
     InvalidInputError,
     LoadError,
     MigrationError,
@@ -34,7 +35,7 @@ from .errors import (
     ServerError,
 )
 from .evaluate import evaluate
-from .jobs import ConnectionLost, run_worker
+from .jobs import run_worker
 from .load import load_file, load_rows
 from .recommend import Recommendation, recommend, recommend_items
 from .search import (
