@@ -16,11 +16,14 @@ from .config import Settings, load_settings
 from .db import connect, create_sa_engine
 from .embed import (
     Encoder,
+    Reembedded,
     activate_model,
     embed_all,
     list_models,
     load_active_encoder,
+    reembed,
     register_default_model,
+    register_exported,
     register_model,
 )
 from .errors import (
@@ -37,7 +40,7 @@ from .errors import (
 from .evaluate import evaluate
 from .jobs import run_worker
 from .load import load_file, load_rows
-from .recommend import Recommendation, recommend, recommend_items
+from .recommend import HistoryEvent, Recommendation, recommend, recommend_items, user_history
 from .search import (
     HybridHit,
     SearchHit,
@@ -48,6 +51,7 @@ from .search import (
     search_text,
 )
 from .server import database_url
+from .status import DatabaseStatus, database_status
 from .training import TrainResult, train_behavior
 from .users import refresh_user, refresh_users
 
@@ -57,7 +61,9 @@ __all__ = [
     "MigrationError",
     "ConfigurationError",
     "ConnectionLost",
+    "DatabaseStatus",
     "Encoder",
+    "HistoryEvent",
     "HybridHit",
     "InvalidInputError",
     "LoadError",
@@ -65,6 +71,7 @@ __all__ = [
     "NotFoundError",
     "PyembedError",
     "Recommendation",
+    "Reembedded",
     "SearchHit",
     "ServerError",
     "Settings",
@@ -72,6 +79,7 @@ __all__ = [
     "activate_model",
     "connect",
     "create_sa_engine",
+    "database_status",
     "database_url",
     "embed_all",
     "evaluate",
@@ -84,9 +92,11 @@ __all__ = [
     "migrate",
     "recommend",
     "recommend_items",
+    "reembed",
     "refresh_user",
     "refresh_users",
     "register_default_model",
+    "register_exported",
     "register_model",
     "run_worker",
     "search",
@@ -94,4 +104,5 @@ __all__ = [
     "search_similar",
     "search_text",
     "train_behavior",
+    "user_history",
 ]

@@ -139,9 +139,11 @@ def register_model(
     max_length: int = 256,
     pooling: str = "mean",
     extra_config: dict[str, Any] | None = None,
+    activate: bool = False,
 ) -> ModelInfo:
     """Register an ONNX model file (checksum recorded). Registering the same file again under
-    the same name and version returns the existing row; a different file is an error.
+    the same name and version returns the existing row; a different file is an error. With
+    ``activate`` the model becomes the active one right away (:func:`activate_model`).
 
     Example::
 
@@ -163,7 +165,7 @@ def register_model(
             raise ModelError(f"{existing.label} is already registered with another file "
                              f"(sha256 {existing.checksum[:12]}...); register it under a new "
                              "version")
-        return existing
+        return _activated(conn, existing) if activate else existing
     encoder = Encoder(_encoder_config(config))
     dimensions = int(encoder.encode(["dimension probe"]).shape[1])
     conn.execute(
@@ -174,7 +176,39 @@ def register_model(
     conn.commit()
     info = get_model(conn, name, version)
     log.info("registered %s (%d dimensions)", info.label, dimensions)
-    return info
+    return _activated(conn, info) if activate else info
+
+
+def _activated(conn: psycopg.Connection[Any], info: ModelInfo) -> ModelInfo:
+    """``info`` made active (unchanged when it already is)."""
+    return info if info.status == "active" else activate_model(conn, info.name, info.version)
+
+
+def register_exported(
+    conn: psycopg.Connection[Any], exported: dict[str, Any], *, name: str,
+    activate: str | None = None,
+) -> list[ModelInfo]:
+    """Register every version of an :func:`~pyembed_db.embed.export.export_checkpoint` result
+    under ``name`` (its min cosine vs PyTorch kept in the config); ``activate`` names the
+    version to activate when no text model is active yet.
+
+    Example::
+
+        register_exported(conn, export_checkpoint(ckpt, out, quantize=True), name="minilm",
+                          activate="int8")
+    """
+    if activate is not None and activate not in exported["models"]:
+        raise InvalidInputError(f"cannot activate {activate!r}: exported versions are "
+                                f"{sorted(exported['models'])}")
+    registered = {
+        version: register_model(conn, path, exported["tokenizer"], name=name, version=version,
+                                extra_config={"min_cosine_vs_torch":
+                                              exported["min_cosine"][version]})
+        for version, path in exported["models"].items()
+    }
+    if activate is not None and active_model(conn) is None:
+        registered[activate] = _activated(conn, registered[activate])
+    return list(registered.values())
 
 
 def register_default_model(conn: psycopg.Connection[Any], *, activate: bool = True) -> ModelInfo:

@@ -9,6 +9,7 @@ Items whose text did not change since their vector was made are not embedded aga
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -19,7 +20,7 @@ from tqdm import tqdm
 from .. import sqlfiles
 from ..arguments import is_blank
 from .item_text import ItemTextTemplate, content_hash
-from .models import LoadedModel, ModelInfo, load_model, models_to_sync
+from .models import LoadedModel, ModelInfo, get_model, load_model, models_to_sync, set_status
 
 log = logging.getLogger(__name__)
 
@@ -178,3 +179,29 @@ def drain(conn: psycopg.Connection[Any], *, batch_size: int = 128, progress: boo
             done += handled
             bar.update(handled)
     return done
+
+
+@dataclass(frozen=True)
+class Reembedded:
+    """What :func:`reembed` did: the model afterwards (with its vector count) and the items
+    handled (checked or embedded)."""
+
+    model: ModelInfo
+    items: int
+
+
+def reembed(conn: psycopg.Connection[Any], model: str, *, batch_size: int = 128,
+            progress: bool = False) -> Reembedded:
+    """Fill the vectors of ``model`` (``NAME`` or ``NAME:VERSION``) while searches keep the
+    active one: mark it ``syncing`` (the worker keeps it up to date from now on) and embed
+    every item in this process. Switch afterwards with :func:`activate_model`.
+
+    Example::
+
+        done = reembed(conn, "all-MiniLM-L6-v2:fp32")
+        activate_model(conn, done.model.label)
+    """
+    info = get_model(conn, model)
+    set_status(conn, info, "syncing")
+    items = embed_all(conn, batch_size=batch_size, progress=progress)
+    return Reembedded(get_model(conn, info.name, info.version), items)
