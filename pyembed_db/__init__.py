@@ -25,6 +25,7 @@ from .embed import (
     register_default_model,
     register_exported,
     register_model,
+    set_model_status,
 )
 from .errors import (
     ConfigurationError,
@@ -103,6 +104,7 @@ __all__ = [
     "search_items",
     "search_similar",
     "search_text",
+    "set_model_status",
     "train_behavior",
     "user_history",
 ]

@@ -20,6 +20,7 @@ from pyembed_db.embed import (
     register_default_model,
     register_exported,
     register_model,
+    set_model_status,
 )
 
 
@@ -207,6 +208,10 @@ def test_reembed_fills_shadow_model_then_activate_switches(
             "select model_id, count(*) from pyembed.item_embeddings group by 1").fetchall())
         assert counts[new.model_id] == counts[old.model_id] == done.model.vectors > 0
         assert done.model.status == "syncing" and done.items >= done.model.vectors
+        with pytest.raises(ModelError, match="active text model"):
+            set_model_status(conn, old.label, "registered")
+        assert set_model_status(conn, new.label, "registered").status == "registered"
+        assert set_model_status(conn, new.label, "syncing").status == "syncing"
         status = database_status(conn)
         assert status.functions == "current" and status.counts["item_queue"] == 0
         assert {m["model_id"]: m["vectors"] for m in status.models}[new.model_id] == counts[

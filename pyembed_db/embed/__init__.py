@@ -16,6 +16,7 @@ from .models import (
     register_default_model,
     register_exported,
     register_model,
+    set_model_status,
 )
 from .sync import Reembedded, drain, embed_all, embed_step, reembed
 
@@ -41,4 +42,5 @@ __all__ = [
     "register_default_model",
     "register_exported",
     "register_model",
+    "set_model_status",
 ]

@@ -276,13 +276,24 @@ def activate_model(
     return get_model(conn, target.name, target.version)
 
 
-def set_status(conn: psycopg.Connection[Any], model: ModelInfo, status: str) -> None:
-    """Mark a non-active model ``syncing`` (kept in sync by the worker) or ``registered``."""
-    if model.status == "active":
-        return
-    conn.execute("update pyembed.embedding_models set status = %s where model_id = %s",
-                 (status, model.model_id))
-    conn.commit()
+def set_model_status(conn: psycopg.Connection[Any], name: str, status: str,
+                     version: str | None = None) -> ModelInfo:
+    """Mark a model that is not the active one ``syncing`` (kept in sync by the worker),
+    ``registered`` or ``retired`` (``pyembed.set_model_status``). The active model is refused
+    (:class:`ModelError`): activate another one instead.
+
+    Example::
+
+        set_model_status(conn, "minilm:fp32", "registered")   # stop syncing a shadow model
+    """
+    target = get_model(conn, name, version)
+    try:
+        conn.execute("select pyembed.set_model_status(%s, %s)", (target.model_id, status))
+        conn.commit()
+    except psycopg.Error as exc:
+        conn.rollback()
+        raise translate(exc) from exc
+    return get_model(conn, target.name, target.version)
 
 
 _encoders: dict[tuple[str, str], Encoder] = {}

@@ -19,8 +19,9 @@ from tqdm import tqdm
 
 from .. import sqlfiles
 from ..arguments import is_blank
+from ..errors import translate
 from .item_text import ItemTextTemplate, content_hash
-from .models import LoadedModel, ModelInfo, get_model, load_model, models_to_sync, set_status
+from .models import LoadedModel, ModelInfo, get_model, load_model, models_to_sync
 
 log = logging.getLogger(__name__)
 
@@ -193,8 +194,9 @@ class Reembedded:
 def reembed(conn: psycopg.Connection[Any], model: str, *, batch_size: int = 128,
             progress: bool = False) -> Reembedded:
     """Fill the vectors of ``model`` (``NAME`` or ``NAME:VERSION``) while searches keep the
-    active one: mark it ``syncing`` (the worker keeps it up to date from now on) and embed
-    every item in this process. Switch afterwards with :func:`activate_model`.
+    active one: ``pyembed.reembed_model`` marks it ``syncing`` (the worker keeps it up to date
+    from now on) and queues every item, then this process drains the queue.
+    Switch afterwards with :func:`activate_model`.
 
     Example::
 
@@ -202,6 +204,11 @@ def reembed(conn: psycopg.Connection[Any], model: str, *, batch_size: int = 128,
         activate_model(conn, done.model.label)
     """
     info = get_model(conn, model)
-    set_status(conn, info, "syncing")
-    items = embed_all(conn, batch_size=batch_size, progress=progress)
+    try:
+        conn.execute("select pyembed.reembed_model(%s)", (info.model_id,))
+        conn.commit()
+    except psycopg.Error as exc:
+        conn.rollback()
+        raise translate(exc) from exc
+    items = drain(conn, batch_size=batch_size, progress=progress)
     return Reembedded(get_model(conn, info.name, info.version), items)

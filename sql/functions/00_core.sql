@@ -120,6 +120,68 @@ begin
 end
 $$;
 
+-- Sets the status of a model that is not the active one: 'syncing' (text models: the worker
+-- embeds every changed item with it too, see reembed_model), 'registered' (kept, not synced) or
+-- 'retired'. 'active' is refused (PE012: activate_model switches atomically), and so is changing
+-- the active model (PE005: activate another one instead). Returns the new status.
+--   select pyembed.set_model_status(3, 'registered');
+create or replace function pyembed.set_model_status(p_model_id integer, status text)
+returns text
+language plpgsql volatile security invoker
+set search_path to pg_catalog, pg_temp
+as $$
+declare
+    target record;
+begin
+    if status is null or status not in ('registered', 'syncing', 'retired') then
+        raise exception 'status must be registered, syncing or retired, got %',
+                        coalesce(status, 'null')
+            using errcode = 'PE012',
+                  hint = case when status = 'active'
+                              then 'use pyembed.activate_model to switch models'
+                              else 'activate_model makes a model active' end;
+    end if;
+    -- The lock activate_model takes: a model cannot become active while its status changes.
+    lock table pyembed.embedding_models in share row exclusive mode;
+    select m.model_id, m.kind, m.status into target from pyembed.embedding_models m
+    where m.model_id = p_model_id;
+    if not found then
+        raise exception 'unknown model_id %', p_model_id using errcode = 'PE002';
+    end if;
+    if target.status = 'active' then
+        raise exception 'model % is the active % model', p_model_id, target.kind
+            using errcode = 'PE005', hint = 'activate another model instead';
+    end if;
+    if status = 'syncing' and target.kind <> 'text' then
+        raise exception 'only text models are kept in sync; model % is a % model',
+                        p_model_id, target.kind using errcode = 'PE012';
+    end if;
+    update pyembed.embedding_models m set status = set_model_status.status
+    where m.model_id = p_model_id;
+    return status;
+end
+$$;
+
+-- Re-embeds every item with a text model, leaving the active model (and searches) untouched:
+-- marks it 'syncing' unless it is the active one and queues every item; the worker (or
+-- `pyembed-db embed`) fills its vectors, items whose text did not change are only checked.
+-- Returns the items queued. Progress: pyembed.embedding_coverage(). Then activate_model.
+--   select pyembed.reembed_model(3);
+create or replace function pyembed.reembed_model(p_model_id integer)
+returns bigint
+language plpgsql volatile security invoker
+set search_path to pg_catalog, pg_temp
+as $$
+begin
+    lock table pyembed.embedding_models in share row exclusive mode;
+    if not exists (select from pyembed.embedding_models m
+                   where m.model_id = p_model_id and m.status = 'active') then
+        perform pyembed.set_model_status(p_model_id, 'syncing');
+    end if;
+    return pyembed.enqueue_items();
+end
+$$;
+
 -- Creates a per-model HNSW index on item_embeddings (a partial expression index, because the
 -- column is dimension-less) and records its storage in embedding_models.config->>'index_storage',
 -- which pyembed.search reads to write the matching ORDER BY expression. `storage`:
