@@ -157,3 +157,15 @@ def test_model_state_changes_run_as_worker_progress_as_reader(db_url: str, as_ro
             owner.execute("delete from pyembed.embedding_models where model_id = any(%s)",
                           ([shadow, active],))
             owner.execute("delete from pyembed.items where external_id = 're-item'")
+
+
+def test_writer_updates_re_queue_items(as_role: Any) -> None:
+    # The update trigger reads the text columns through pyembed.item_text_source as the writer.
+    writer = as_role("pyembed_writer")
+    writer.execute("insert into pyembed.items (external_id, title) values ('u-item', 'Hat')")
+    queued_at = ("select q.enqueued_at from pyembed.item_queue q join pyembed.items i "
+                 "using (item_id) where i.external_id = 'u-item'")
+    before = writer.execute(queued_at).fetchone()
+    writer.execute("update pyembed.items set title = 'Cap' where external_id = 'u-item'")
+    after = writer.execute(queued_at).fetchone()
+    assert before is not None and after is not None and after[0] > before[0]

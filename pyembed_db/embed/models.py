@@ -24,7 +24,7 @@ from .. import sqlfiles
 from ..config import load_settings
 from ..errors import InvalidInputError, ModelError, NotFoundError, translate
 from .encoder import Encoder, EncoderConfig
-from .item_text import ItemTextTemplate
+from .item_text import ItemTextTemplate, text_columns
 
 log = logging.getLogger(__name__)
 
@@ -151,7 +151,8 @@ def register_model(
     """
     config = {"onnx": onnx, "tokenizer": tokenizer, "max_length": max_length,
               "pooling": pooling, **(extra_config or {})}
-    ItemTextTemplate.from_config(config)  # validate the template before storing it
+    # validate the template before storing it
+    ItemTextTemplate.from_config(config, text_columns(conn))
     onnx_path = resolve_path(onnx)
     if not onnx_path.is_file():
         raise ModelError(f"ONNX file not found: {onnx_path}")
@@ -311,7 +312,8 @@ def load_model(conn: psycopg.Connection[Any], info: ModelInfo) -> LoadedModel:
     key = (str(config.onnx_path), checksum)
     if key not in _encoders:
         _encoders[key] = Encoder(config)
-    return LoadedModel(info, _encoders[key], ItemTextTemplate.from_config(info.config))
+    template = ItemTextTemplate.from_config(info.config, text_columns(conn))
+    return LoadedModel(info, _encoders[key], template)
 
 
 def load_active_encoder(conn: psycopg.Connection[Any]) -> LoadedModel:

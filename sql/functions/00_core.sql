@@ -270,6 +270,28 @@ begin
 end
 $$;
 
+-- The columns of pyembed.items an item's embedded text is made from, in the default template
+-- order: the one place they are listed. The trigger below and the worker (embed/item_text.py
+-- reads them through item_text_source) both follow it.
+--   select pyembed.item_text_columns();
+create or replace function pyembed.item_text_columns() returns text[]
+language sql immutable security invoker
+set search_path to pg_catalog, pg_temp
+as $$
+    select array['title', 'body', 'category', 'tags', 'attributes']
+$$;
+
+-- The text columns of one item (a row of pyembed.items as jsonb) as one jsonb object: what the
+-- worker renders with the model's template, and what an update must change to re-embed.
+--   select pyembed.item_text_source(to_jsonb(i)) from pyembed.items i limit 1;
+create or replace function pyembed.item_text_source(item jsonb) returns jsonb
+language sql immutable security invoker
+set search_path to pg_catalog, pg_temp
+as $$
+    select coalesce(jsonb_object_agg(c, coalesce(item -> c, 'null')), '{}')
+    from unnest(pyembed.item_text_columns()) c
+$$;
+
 -- Only changes to the columns that make up the embedded text enqueue an item; a price or
 -- created_at update does not.
 create or replace function pyembed.items_enqueue_updated() returns trigger
@@ -280,8 +302,8 @@ begin
     insert into pyembed.item_queue (item_id)
     select n.item_id
     from new_items n join old_items o using (item_id)
-    where (n.title, n.body, n.category, n.tags, n.attributes)
-          is distinct from (o.title, o.body, o.category, o.tags, o.attributes)
+    where pyembed.item_text_source(to_jsonb(n)) is distinct from
+          pyembed.item_text_source(to_jsonb(o))
     on conflict (item_id) do update set enqueued_at = now(), not_before = now(), attempts = 0;
     if found then
         perform pg_notify('pyembed_work', 'items');
