@@ -38,11 +38,12 @@ import numpy as np
 import psycopg
 
 from . import baselines, sqlfiles
+from .active import active_model_id
 from .behavior import Events
 from .errors import InvalidInputError, ModelError
 from .metrics import score
 from .training import VALIDATION_HOLDOUT, TrainResult, read_events, train_behavior
-from .users import active_model_id, write_interests
+from .users import write_interests
 
 log = logging.getLogger(__name__)
 
