@@ -39,6 +39,7 @@ import psycopg
 
 from . import baselines, sqlfiles
 from .active import active_model_id
+from .arguments import check_k
 from .behavior import Events
 from .errors import InvalidInputError, ModelError
 from .metrics import score
@@ -193,8 +194,7 @@ def evaluate(conn: psycopg.Connection[Any], *, holdout: int | None = 10,
     """
     if cutoff is None and (holdout is None or holdout < 1):
         raise InvalidInputError("give a holdout >= 1 or a cutoff")
-    if not 1 <= k <= 1000:
-        raise InvalidInputError("k must be between 1 and 1000")
+    check_k(k)
     model_id = active_model_id(conn)
     if model_id is None:
         raise ModelError("no active embedding model: item vectors are needed to evaluate")

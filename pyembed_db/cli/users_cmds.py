@@ -7,7 +7,6 @@ from dataclasses import asdict
 from typing import Any
 
 from .. import users
-from ..errors import InvalidInputError
 from ..evaluate import evaluate
 from ..recommend import METHODS, VECTOR_KINDS, recommend, user_history
 from .common import (
@@ -139,8 +138,6 @@ def _recommend(args: argparse.Namespace) -> int:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    if args.k < 1:
-        raise InvalidInputError("--k must be >= 1")
     with open_connection(args) as conn:
         report = evaluate(conn, holdout=None if args.cutoff else args.holdout,
                           cutoff=args.cutoff, k=args.k)
