@@ -77,7 +77,8 @@ def run(name: str) -> dict[str, Any]:
         _cli(env, "model", "register", "--default", "--activate")
         _, steps["embed"] = _cli(env, "embed", "--all")
         _, steps["refresh-users"] = _cli(env, "refresh-users")
-        out, steps["evaluate"] = _cli(env, "evaluate", "--holdout", "10", "--k", "10", "--json")
+        out, steps["evaluate"] = _cli(env, "evaluate", "--holdout", "10", "--k", "10",
+                                      "--methods", "all", "--json")
     finally:
         _cli(env, "server", "stop")
     report = json.loads(out)

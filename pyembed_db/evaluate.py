@@ -29,13 +29,14 @@ import logging
 import statistics
 import time
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Any
 
 import numpy as np
 import psycopg
+from tqdm import tqdm
 
 from . import baselines, sqlfiles
 from .active import active_model_id
@@ -58,9 +59,16 @@ METHODS: list[tuple[str, str | None, str, float | None]] = [
     ("behavior", "behavior", "auto", 0.0),
     ("default", None, "auto", None),
 ]
+METHOD_NAMES = [name for name, *_ in METHODS]
+# What `evaluate` scores unless asked for more: every extra method is one more pass of
+# `pyembed.recommend` over every scored user (minutes on a million events).
+DEFAULT_METHODS = ("popularity", "default")
+INTEREST_METHODS = {"multi-interest", "multi-interest+pop"}
+TEXT_METHODS = {"single-vector", *INTEREST_METHODS}
 TIMED_USERS = 100
 COLD_EVENTS = 5  # held-out items with fewer training events are scored apart as cold items
 INTEREST_BATCH = 500
+RECOMMEND_BATCH = 500
 
 
 @dataclass(frozen=True)
@@ -84,8 +92,9 @@ def _group(rows: Iterable[tuple[Any, ...]]) -> dict[int, list[int]]:
     return lists
 
 
-def _split_and_train(conn: psycopg.Connection[Any], holdout: int | None,
-                     cutoff: datetime | None, model_id: int, interests: bool) -> None:
+def _split(conn: psycopg.Connection[Any], holdout: int | None,
+           cutoff: datetime | None) -> list[int]:
+    """Delete the held-out events; returns the users with training events left."""
     if cutoff is not None:
         conn.execute(sqlfiles.read("queries/evaluate_split_cutoff.sql"), {"cutoff": cutoff})
     else:
@@ -93,38 +102,79 @@ def _split_and_train(conn: psycopg.Connection[Any], holdout: int | None,
     conn.execute(sqlfiles.read("queries/evaluate_train.sql"))
     conn.execute(sqlfiles.read("queries/evaluate_popularity.sql"))
     row = conn.execute(sqlfiles.read("queries/evaluate_users_with_events.sql")).fetchone()
-    everyone = [int(u) for u in (row[0] if row else [])]
+    return [int(u) for u in (row[0] if row else [])]
+
+
+def _text_user_vectors(conn: psycopg.Connection[Any], users: list[int], model_id: int,
+                       methods: Sequence[str], trained: TrainResult | None,
+                       progress: bool) -> None:
+    """Recompute the users' text vectors from the training events when a method to score
+    reads them (interests only when one reads those); otherwise delete them, so that no
+    vector computed from held-out events is left to serve a fallback."""
+    fusion = trained.fusion if trained is not None else {}
+    behavior_default = fusion.get("method") == "behavior"
+    default_text = "default" in methods and (not behavior_default or fusion.get("text", 0) > 0)
+    if not (TEXT_METHODS & set(methods) or default_text):
+        conn.execute(sqlfiles.read("queries/evaluate_drop_text_vectors.sql"),
+                     {"model_id": model_id})
+        return
     conn.execute(sqlfiles.read("queries/evaluate_refresh_all.sql"),
-                 {"users": everyone, "model_id": model_id})
-    if interests:
-        for start in range(0, len(everyone), INTEREST_BATCH):
-            write_interests(conn, everyone[start:start + INTEREST_BATCH], model_id)
+                 {"users": users, "model_id": model_id})
+    if not (INTEREST_METHODS & set(methods) or ("default" in methods and not behavior_default)):
+        return
+    with tqdm(total=len(users), desc="evaluate: interests", unit="user",
+              disable=not progress) as bar:
+        for start in range(0, len(users), INTEREST_BATCH):
+            batch = users[start:start + INTEREST_BATCH]
+            write_interests(conn, batch, model_id)
+            bar.update(len(batch))
+
+
+def _selected(methods: Sequence[str] | str) -> list[str]:
+    if methods == "all":
+        return list(METHOD_NAMES)
+    chosen = [methods] if isinstance(methods, str) else list(methods)
+    unknown = [m for m in chosen if m not in METHOD_NAMES]
+    if unknown or not chosen:
+        raise InvalidInputError(f"unknown evaluation method {unknown[0] if unknown else '(none)'}"
+                                f": choose among {', '.join(METHOD_NAMES)} or 'all'")
+    return [m for m in METHOD_NAMES if m in chosen]
 
 
 def _popular_lists(conn: psycopg.Connection[Any], users: list[int], k: int,
-                   exclude_seen: bool) -> dict[int, list[int]]:
+                   exclude_seen: bool, training: Events) -> dict[int, list[int]]:
     """One popularity ranking, with each user's training items removed when excluding."""
     if not exclude_seen:
         rows = conn.execute(sqlfiles.read("queries/evaluate_popular.sql"), {"k": k}).fetchall()
         return {u: [int(r[0]) for r in rows] for u in users}
-    seen = _group(conn.execute(sqlfiles.read("queries/evaluate_seen.sql"),
-                               {"users": users}).fetchall())
+    pairs = np.unique(np.stack([training.user_ids, training.item_ids]), axis=1)
+    starts = np.flatnonzero(np.r_[True, pairs[0, 1:] != pairs[0, :-1]])
+    seen = {int(pairs[0, lo]): set(pairs[1, lo:hi].tolist())
+            for lo, hi in zip(starts, np.r_[starts[1:], pairs.shape[1]], strict=True)}
     depth = min(1000, k + max((len(v) for v in seen.values()), default=0))
     ranking = [int(r[0]) for r in
                conn.execute(sqlfiles.read("queries/evaluate_popular.sql"), {"k": depth})]
-    return {u: [i for i in ranking if i not in set(seen.get(u, []))][:k] for u in users}
+    return {u: [i for i in ranking if i not in seen.get(u, set())][:k] for u in users}
 
 
-def _method_lists(conn: psycopg.Connection[Any], method: str | None, vectors: str,
+def _method_lists(conn: psycopg.Connection[Any], name: str, method: str | None, vectors: str,
                   blend: float | None, users: list[int], k: int, exclude_seen: bool,
-                  model_id: int) -> dict[int, list[int]]:
+                  model_id: int, progress: bool, training: Events) -> dict[int, list[int]]:
     if not users:
         return {}
     if method == "pop-sql":
-        return _popular_lists(conn, users, k, exclude_seen)
-    params = {"users": users, "k": k, "exclude_seen": exclude_seen, "model_id": model_id,
-              "vectors": vectors, "popularity": blend, "method": method}
-    return _group(conn.execute(sqlfiles.read("queries/evaluate_recommend.sql"), params))
+        return _popular_lists(conn, users, k, exclude_seen, training)
+    lists: dict[int, list[int]] = {}
+    query = sqlfiles.read("queries/evaluate_recommend.sql")
+    with tqdm(total=len(users), desc=f"evaluate: {name}", unit="user",
+              disable=not progress) as bar:
+        for start in range(0, len(users), RECOMMEND_BATCH):
+            batch = users[start:start + RECOMMEND_BATCH]
+            lists.update(_group(conn.execute(query, {
+                "users": batch, "k": k, "exclude_seen": exclude_seen, "model_id": model_id,
+                "vectors": vectors, "popularity": blend, "method": method})))
+            bar.update(len(batch))
+    return lists
 
 
 def _recommend_p50_ms(conn: psycopg.Connection[Any], users: list[int], k: int,
@@ -179,29 +229,37 @@ def _cold_relevant(relevant: dict[int, set[int]],
 
 def evaluate(conn: psycopg.Connection[Any], *, holdout: int | None = 10,
              cutoff: datetime | None = None, k: int = 10,
-             exclusion: tuple[bool, ...] = (True, False)) -> dict[str, Any]:
-    """Evaluate popularity, single-vector, multi-interest and blended recommendations.
+             methods: Sequence[str] | str = DEFAULT_METHODS,
+             exclusion: tuple[bool, ...] = (True,), progress: bool = False) -> dict[str, Any]:
+    """Evaluate pyembed's recommendations against numpy baselines on a temporal split.
 
     Holds out the last ``holdout`` events of each user (users with more than that many), or
-    with ``cutoff`` every event at or after it. Returns the split sizes and one
-    :class:`MethodScore` (as a dict) per method and exclusion setting.
+    with ``cutoff`` every event at or after it. ``methods`` are names of :data:`METHODS`
+    (default: popularity and the default method) or ``"all"``; ``exclusion`` the settings of
+    ``exclude_seen`` to score (``(True, False)`` adds lists that may repeat seen items). The
+    baselines are always scored. ``progress`` shows a bar per step on stderr. Returns the
+    split sizes and one :class:`MethodScore` (as a dict) per method and exclusion setting.
 
     Example::
 
-        report = evaluate(conn, holdout=10, k=10)
+        report = evaluate(conn, holdout=10, k=10, methods="all")
         for row in report["results"]:
             print(row["method"], row["exclude_seen"], row["recall"], row["ndcg"])
     """
     if cutoff is None and (holdout is None or holdout < 1):
         raise InvalidInputError("give a holdout >= 1 or a cutoff")
     check_k(k)
+    chosen = _selected(methods)
+    if not exclusion or any(not isinstance(e, bool) for e in exclusion):
+        raise InvalidInputError("exclusion must be a non-empty tuple of booleans")
     model_id = active_model_id(conn)
     if model_id is None:
         raise ModelError("no active embedding model: item vectors are needed to evaluate")
     conn.rollback()  # start clean: everything below is rolled back at the end
     try:
-        _split_and_train(conn, holdout, cutoff, model_id, interests=True)
+        everyone = _split(conn, holdout, cutoff)
         trained = _train(conn, holdout or VALIDATION_HOLDOUT)
+        _text_user_vectors(conn, everyone, model_id, chosen, trained, progress)
         relevant = {int(u): set(items) for u, items in
                     conn.execute(sqlfiles.read("queries/evaluate_positives.sql")).fetchall()}
         heldout = conn.execute(sqlfiles.read("queries/evaluate_heldout_count.sql")).fetchone()
@@ -214,11 +272,11 @@ def evaluate(conn: psycopg.Connection[Any], *, holdout: int | None = 10,
         cold = _cold_relevant(relevant, training_counts)
         results, cold_results = [], []
         for name, method, vectors, blend in METHODS:
-            if method == "behavior" and trained is None:
+            if name not in chosen or (method == "behavior" and trained is None):
                 continue
             for exclude_seen in exclusion:
-                lists = _method_lists(conn, method, vectors, blend, users, k, exclude_seen,
-                                      model_id)
+                lists = _method_lists(conn, name, method, vectors, blend, users, k, exclude_seen,
+                                      model_id, progress, training)
                 results.append(_score(name, exclude_seen, lists, relevant, k, catalog_size,
                                       popular, "postgres"))
                 if exclude_seen:

@@ -39,6 +39,7 @@ def start(pgdata: Path, *, stop_at_exit: bool = False) -> str:
         # for a live server and refuse to start.
         for lock in [pgdata / "postmaster.pid", *pgdata.glob(".s.PGSQL.*.lock")]:
             lock.unlink(missing_ok=True)
+    uri = f"postgresql://postgres:@/postgres?host={pgdata}"  # pgserver's own form
     try:
         with warnings.catch_warnings():
             # pgserver asks platformdirs for a runtime dir, which warns when XDG_RUNTIME_DIR
@@ -48,9 +49,14 @@ def start(pgdata: Path, *, stop_at_exit: bool = False) -> str:
             if not is_running(pgdata):
                 # The handle is cached per process and outlives a stop(): start it again.
                 server.start()
+        uri = server.get_uri()
     except Exception as exc:
-        raise ServerError(f"could not start the embedded PostgreSQL in {pgdata}: {exc}") from exc
-    uri: str = server.get_uri()
+        # pgserver gives `pg_ctl -w` 10 s; crash recovery on a large database (or a busy
+        # machine) takes longer while the postmaster is alive and working: wait for it.
+        if not is_running(pgdata):
+            raise ServerError(f"could not start the embedded PostgreSQL in {pgdata}: {exc}"
+                              ) from exc
+        log.info("embedded PostgreSQL still starting after pg_ctl gave up (%s); waiting", exc)
     _wait_ready(pgdata, uri)
     log.debug("embedded PostgreSQL at %s", uri)
     return uri

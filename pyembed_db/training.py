@@ -35,6 +35,8 @@ log = logging.getLogger(__name__)
 VALIDATION_HOLDOUT = 10
 MIN_EVENTS = 10
 K = 10
+# dtypes of the columns behavior_events.sql packs (user, item, weight, is_rating, value, time, id)
+PACKED_EVENT_COLUMNS = (">i8", ">i8", ">f8", "?", ">f8", ">f8", ">i8")
 TRAINED_HASH = hashlib.sha256(b"pyembed behavior vector: trained").digest()
 
 
@@ -59,11 +61,12 @@ class TrainResult:
 def read_events(conn: psycopg.Connection[Any],
                 users: Sequence[int] | None = None) -> tuple[Events, int]:
     """The events (of ``users``, or all) as arrays, and the newest event id (0 when none)."""
-    rows = conn.execute(sqlfiles.read("queries/behavior_events.sql"),
-                        {"users": list(users) if users is not None else None}).fetchall()
-    if not rows:
+    row = conn.execute(sqlfiles.read("queries/behavior_events.sql"),
+                       {"users": list(users) if users is not None else None}).fetchone()
+    if row is None or not row[0]:
         return Events.from_arrays([], [], [], [], [], [], []), 0
-    columns = list(zip(*rows, strict=True))
+    columns = [np.frombuffer(packed, dtype=dtype)
+               for packed, dtype in zip(row[1:], PACKED_EVENT_COLUMNS, strict=True)]
     events = Events.from_arrays(*columns)
     return events, int(events.event_ids.max())
 

@@ -34,4 +34,4 @@ pe recommend 1 --k 8 --history 8          # the default: the method that won on 
 pe recommend 1 --k 8 --method text        # the text vectors only, for comparison
 pe recommend 42 --k 8 --history 8 --diversity 0.3
 pe recommend 405 --k 5 --history 5 --filter '{"category": "Comedy"}'
-pe evaluate --holdout 10 --k 10
+pe evaluate --holdout 10 --k 10 --methods all

@@ -55,7 +55,7 @@ begin
                        case when fn.proname = any (read_only) then 'pyembed_reader'
                             else 'pyembed_worker' end);
         -- Tenant bindings alter roles: administrators only.
-        if fn.proname in ('bind_tenant', 'unbind_tenant') then
+        if fn.proname in ('bind_tenant', 'unbind_tenant', 'default_role_setting') then
             execute format('revoke execute on function %s from pyembed_worker', fn.signature);
         end if;
     end loop;

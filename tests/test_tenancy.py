@@ -137,6 +137,24 @@ def test_bound_reader_cannot_switch_tenant(bound_login: Any) -> None:
             reader.execute("select pyembed.bind_tenant(current_user, 'globex')")
 
 
+def test_binding_bounds_statement_and_idle_time_unless_already_set(
+        bound_login: Any, tenants_url: str) -> None:
+    with bound_login("pyembed_reader", "acme") as reader:
+        assert reader.execute("show statement_timeout").fetchone() == ("1min",)
+        assert reader.execute("show idle_in_transaction_session_timeout").fetchone() == ("5min",)
+        name = reader.execute("select current_user").fetchone()[0]
+    with psycopg.connect(tenants_url, autocommit=True) as owner:
+        database = owner.execute("select current_database()").fetchone()[0]
+        owner.execute(f"alter role {name} in database {database} set statement_timeout = '5s'")
+        owner.execute("select pyembed.bind_tenant(%s, 'globex')", (name,))  # keeps 5s
+    with psycopg.connect(tenants_url, user=name, autocommit=True) as again:
+        assert again.execute("show statement_timeout").fetchone() == ("5s",)
+        assert again.execute("select pyembed.current_tenant()").fetchone() == ("globex",)
+        # what the limit is for: a query past it is cancelled, not left running
+        with pytest.raises(psycopg.errors.QueryCanceled):
+            again.execute("set statement_timeout = '100ms'; select pg_sleep(1)")
+
+
 def test_bound_writer_cannot_write_into_another_tenant(bound_login: Any) -> None:
     with bound_login("pyembed_writer", "globex") as writer:
         writer.execute("insert into pyembed.users (external_id) values ('bound-1')")

@@ -60,7 +60,8 @@ def test_refresh_recommend_evaluate(data: str, capsys: pytest.CaptureFixture[str
     code, out = run(data, "recommend", "cli1", "--k", "3", "--history", "2", capsys=capsys)
     assert code == 0 and "recent history" in out and len(out.strip().splitlines()) == 2 + 1 + 3
 
-    code, out = run(data, "evaluate", "--holdout", "2", "--k", "5", "--json", capsys=capsys)
+    code, out = run(data, "evaluate", "--holdout", "2", "--k", "5", "--json", "--methods", "all",
+                    "--include-seen", capsys=capsys)
     report = json.loads(out)
     assert code == 0 and report["split"]["heldout_events"] == 8
     methods = {(r["method"], r["exclude_seen"]) for r in report["results"]}
@@ -70,8 +71,11 @@ def test_refresh_recommend_evaluate(data: str, capsys: pytest.CaptureFixture[str
     assert {m for m, e in methods if m.startswith("baseline")} == {
         "baseline popularity (counts)", "baseline item-kNN (k=100)",
         "baseline EASE (lambda=500)", "baseline ALS (implicit, 64 factors)"}
-    code, out = run(data, "evaluate", "--holdout", "2", capsys=capsys)
-    assert code == 0 and "recall@10" in out and "multi-interest" in out
+    code, out = run(data, "evaluate", "--holdout", "2", "--no-progress", capsys=capsys)
+    assert code == 0 and "recall@10" in out and "default" in out
+    assert "multi-interest" not in out  # scored only when asked for
+    code, out = run(data, "evaluate", "--methods", "default,nope", capsys=capsys)
+    assert code == 2
 
 
 def test_unknown_user_is_a_clean_error(data: str, capsys: pytest.CaptureFixture[str]) -> None:

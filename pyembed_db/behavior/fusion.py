@@ -36,31 +36,26 @@ class Fusion:
     popularity: float = 0.0
     popularity_half_life_seconds: float | None = None
 
-    def combine(self, behavior: np.ndarray, seen: sp.csr_matrix | None = None,
-                text_cosine: np.ndarray | None = None,
+    def combine(self, behavior: np.ndarray, text_cosine: np.ndarray | None = None,
                 popularity: np.ndarray | None = None) -> np.ndarray:
-        """Fused scores (users, items) from dense behavior scores and, when their weights are
-        not 0, text cosines (users, items) and popularity (items,). ``seen`` pairs are left
-        out of the maximum (they are never candidates).
+        """Fused scores of each user's candidates (rows: users, columns: candidates, as
+        ``pyembed.recommend_behavior`` ranks its behavior top): ``behavior`` scores (-inf where
+        a user has fewer candidates), and when their weights are not 0 the text cosines and
+        the popularity already divided by the catalog's maximum, both gathered on the same
+        candidates. The behavior term is divided by each row's best candidate.
 
         Example::
 
             >>> Fusion(popularity=0.5).combine(np.array([[2.0, 1.0]]),
-            ...                                popularity=np.array([0.0, 4.0])).tolist()
+            ...                                popularity=np.array([[0.0, 1.0]])).tolist()
             [[1.0, 1.0]]
         """
-        masked = np.array(behavior, dtype=np.float64, copy=True)
-        if seen is not None:
-            rows, cols = seen.nonzero()
-            masked[rows, cols] = -np.inf
-        best = masked.max(axis=1, keepdims=True)
-        scale = np.where(best > 0, best, 1.0)
-        fused = behavior / scale
+        best = behavior.max(axis=1, keepdims=True)
+        fused = behavior / np.where(best > 0, best, 1.0)
         if self.text and text_cosine is not None:
             fused = fused + self.text * text_cosine
         if self.popularity and popularity is not None:
-            top = float(np.max(popularity)) if len(popularity) else 0.0
-            fused = fused + self.popularity * (popularity / top if top > 0 else popularity)
+            fused = fused + self.popularity * popularity
         return np.asarray(fused)
 
 

@@ -108,6 +108,7 @@ class _Search:
         self.scores: dict[tuple[BehaviorParams, Fusion], float] = {}
         self.behavior_key: BehaviorParams | None = None
         self.behavior = np.zeros((0, 0))
+        self.candidates = np.zeros((0, 0), dtype=np.int64)
         self.trials: list[dict[str, Any]] = []
 
     def model(self, params: BehaviorParams) -> BehaviorModel:
@@ -122,11 +123,13 @@ class _Search:
         if key in self.scores:
             return self.scores[key]
         started = time.perf_counter()
-        if self.behavior_key != params:  # fusion trials reuse one model's scores
+        if self.behavior_key != params:  # fusion trials reuse one model's scores and top
             self.behavior = self.holdout.behavior_scores(self.model(params))
+            self.candidates = self.holdout.candidates(self.behavior, self.k)
             self.behavior_key = params
         result = self.holdout.evaluate(self.model(params), fusion, k=self.k,
-                                       text_vectors=text_vectors, behavior=self.behavior)
+                                       text_vectors=text_vectors, behavior=self.behavior,
+                                       candidates=self.candidates)
         self.trials.append({"params": asdict(params), "fusion": asdict(fusion or Fusion()),
                             "recall": result.recall, "ndcg": result.ndcg,
                             "seconds": round(time.perf_counter() - started, 2)})

@@ -19,6 +19,9 @@ from .fusion import Fusion, popularity_scores, text_user_vectors
 from .train import BehaviorModel
 
 USER_TEXT_HALF_LIFE = 90 * 86400.0  # pyembed.half_life default, as user refresh uses
+# pyembed.recommend_behavior fuses the behavior top least(4k, 1000) (sql/functions/40_recommend.sql)
+CANDIDATES_PER_K = 4
+MAX_CANDIDATES = 1000
 
 
 @dataclass
@@ -129,20 +132,35 @@ class Holdout:
         return score_lists(lists, self.relevant if only is None else only, k,
                            catalog_size=len(self.catalog), popular=self.popular)
 
+    def candidates(self, behavior: np.ndarray, k: int) -> np.ndarray:
+        """Each user's behavior top ``CANDIDATES_PER_K * k`` unseen columns (-1 past the
+        unseen items): the pool ``pyembed.recommend_behavior`` fuses."""
+        return self.top_k(behavior, min(CANDIDATES_PER_K * k, MAX_CANDIDATES))
+
     def evaluate(self, model: BehaviorModel, fusion: Fusion | None = None, *, k: int = 10,
-                 text_vectors: np.ndarray | None = None,
-                 behavior: np.ndarray | None = None) -> ListScore:
-        """Score a model, fused when ``fusion`` has non-zero weights (``behavior``: the
-        model's :meth:`behavior_scores`, when already computed).
+                 text_vectors: np.ndarray | None = None, behavior: np.ndarray | None = None,
+                 candidates: np.ndarray | None = None) -> ListScore:
+        """Score a model, fused as served when ``fusion`` has non-zero weights: the behavior
+        top ``CANDIDATES_PER_K * k`` re-ranked by :meth:`Fusion.combine`. ``behavior`` (the
+        model's :meth:`behavior_scores`) and ``candidates`` (:meth:`candidates`) may be given
+        when already computed.
 
         Example::
 
             print(holdout.evaluate(model, k=10).ndcg)
         """
         scores = self.behavior_scores(model) if behavior is None else behavior
-        if fusion is not None and (fusion.text or fusion.popularity):
-            text = (self.text_cosines(text_vectors)
-                    if fusion.text and text_vectors is not None else None)
-            pop = self.popularity(fusion.popularity_half_life_seconds)
-            scores = fusion.combine(scores, self.seen, text, pop)
-        return self.score(self.top_k(scores, k), k)
+        if fusion is None or not (fusion.text or fusion.popularity):
+            return self.score(self.top_k(scores, k), k)
+        pool = self.candidates(scores, k) if candidates is None else candidates
+        cols = np.maximum(pool, 0)
+        behavior_at = np.where(pool >= 0, np.take_along_axis(scores, cols, axis=1), -np.inf)
+        text = (np.take_along_axis(self.text_cosines(text_vectors), cols, axis=1)
+                if fusion.text and text_vectors is not None else None)
+        pop = self.popularity(fusion.popularity_half_life_seconds)
+        top_pop = float(pop.max()) if len(pop) else 0.0
+        fused = fusion.combine(behavior_at, text, (pop / top_pop if top_pop > 0 else pop)[cols])
+        order = np.argsort(-fused, axis=1, kind="stable")[:, :k]
+        top = np.take_along_axis(pool, order, axis=1)
+        top = np.where(np.take_along_axis(fused, order, axis=1) == -np.inf, -1, top)
+        return self.score(top, k)

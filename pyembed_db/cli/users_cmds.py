@@ -7,7 +7,7 @@ from dataclasses import asdict
 from typing import Any
 
 from .. import users
-from ..evaluate import evaluate
+from ..evaluate import DEFAULT_METHODS, METHOD_NAMES, evaluate
 from ..recommend import METHODS, VECTOR_KINDS, recommend, user_history
 from .common import (
     add_filter_flag,
@@ -75,18 +75,28 @@ def register(subparsers: Any) -> None:
 
     ev = _command(
         subparsers, "evaluate", "offline evaluation on a temporal split (writes nothing)",
-        "Hold out each user's last N events (or every event after --cutoff), train the user "
-        "vectors on the rest inside a transaction that is rolled back, and report recall@k, "
-        "NDCG@k and catalog coverage of the popularity baseline, the single long-term vector "
-        "and the multi-interest vectors, with and without excluding seen items. Relevant "
-        "held-out items: positive net weight (ratings >= 4)."
+        "Hold out each user's last N events (or every event after --cutoff), and inside a "
+        "transaction that is rolled back refresh every user on the rest and train a behavior "
+        "model on it; report recall@k, NDCG@k and catalog coverage of pyembed's methods (served "
+        "by pyembed.recommend) next to numpy baselines (popularity, item-kNN, EASE, ALS), seen "
+        "items excluded. Relevant held-out items: positive net weight (ratings >= 4). By "
+        "default only popularity and the default method are scored: each more method is one "
+        "more pass over every user."
+        f"\n\nMethods: {', '.join(METHOD_NAMES)}."
         "\n\nExamples:\n  pyembed-db evaluate\n  pyembed-db evaluate --holdout 5 --k 20 --json\n"
-        "  pyembed-db evaluate --cutoff 1998-03-01")
+        "  pyembed-db evaluate --methods all --include-seen\n"
+        "  pyembed-db evaluate --cutoff 1998-03-01 --methods default,behavior")
     split = ev.add_mutually_exclusive_group()
     split.add_argument("--holdout", type=int, default=10, help="events held out per user")
     split.add_argument("--cutoff", type=timestamp_argument, metavar="TIMESTAMP",
                        help="hold out every event at or after this time")
     ev.add_argument("--k", type=int, default=10, help="list length (default 10)")
+    ev.add_argument("--methods", default=",".join(DEFAULT_METHODS), metavar="LIST",
+                    help="comma-separated methods to score, or 'all' "
+                         f"(default {','.join(DEFAULT_METHODS)})")
+    ev.add_argument("--include-seen", action="store_true",
+                    help="also score lists that may repeat items the user has seen")
+    ev.add_argument("--no-progress", action="store_true", help="hide the progress bars")
     ev.set_defaults(handler=_evaluate)
 
 
@@ -139,8 +149,12 @@ def _recommend(args: argparse.Namespace) -> int:
 
 def _evaluate(args: argparse.Namespace) -> int:
     with open_connection(args) as conn:
+        methods = "all" if args.methods == "all" else \
+            [m.strip() for m in args.methods.split(",") if m.strip()]
         report = evaluate(conn, holdout=None if args.cutoff else args.holdout,
-                          cutoff=args.cutoff, k=args.k)
+                          cutoff=args.cutoff, k=args.k, methods=methods,
+                          exclusion=(True, False) if args.include_seen else (True,),
+                          progress=not (args.no_progress or args.json))
 
     def human(d: dict[str, Any]) -> str:
         split = d["split"]

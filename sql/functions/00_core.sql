@@ -394,6 +394,36 @@ begin
     on conflict on constraint tenant_roles_pkey do update set tenant_id = excluded.tenant_id;
     execute format('alter role %I in database %I set pyembed.tenant_id = %L',
                    role_name, current_database(), tenant_id);
+    -- Bound what one careless query of the role can cost (a hybrid query once ran minutes),
+    -- unless the administrator already set the role's own limits. A client can still raise
+    -- its own statement_timeout: this bounds mistakes, not a hostile client.
+    perform pyembed.default_role_setting(role_name, 'statement_timeout', '60s'),
+            pyembed.default_role_setting(role_name, 'idle_in_transaction_session_timeout',
+                                         '5min');
+end
+$$;
+
+-- Set `setting` for `role_name` in this database unless the role already has its own value
+-- (in this database or for every database). Returns whether it set it.
+create or replace function pyembed.default_role_setting(role_name name, setting text,
+                                                        value text)
+returns boolean
+language plpgsql volatile security invoker
+set search_path to pg_catalog, pg_temp
+as $$
+begin
+    if exists (select from pg_db_role_setting s
+               join pg_roles r on r.oid = s.setrole
+               cross join unnest(s.setconfig) as c(entry)
+               where r.rolname = role_name
+                 and s.setdatabase in (0, (select oid from pg_database
+                                           where datname = current_database()))
+                 and c.entry like setting || '=%') then
+        return false;
+    end if;
+    execute format('alter role %I in database %I set %I = %L',
+                   role_name, current_database(), setting, value);
+    return true;
 end
 $$;
 
