@@ -16,15 +16,20 @@ from .config import Settings, load_settings
 from .db import connect, create_sa_engine
 from .embed import (
     Encoder,
+    Reembedded,
     activate_model,
     embed_all,
     list_models,
     load_active_encoder,
+    reembed,
     register_default_model,
+    register_exported,
     register_model,
+    set_model_status,
 )
 from .errors import (
     ConfigurationError,
+    ConnectionLost,
     InvalidInputError,
     LoadError,
     MigrationError,
@@ -34,9 +39,9 @@ from .errors import (
     ServerError,
 )
 from .evaluate import evaluate
-from .jobs import ConnectionLost, run_worker
+from .jobs import run_worker
 from .load import load_file, load_rows
-from .recommend import Recommendation, recommend, recommend_items
+from .recommend import HistoryEvent, Recommendation, recommend, recommend_items, user_history
 from .search import (
     HybridHit,
     SearchHit,
@@ -47,6 +52,7 @@ from .search import (
     search_text,
 )
 from .server import database_url
+from .status import DatabaseStatus, database_status
 from .training import TrainResult, train_behavior
 from .users import refresh_user, refresh_users
 
@@ -56,7 +62,9 @@ __all__ = [
     "MigrationError",
     "ConfigurationError",
     "ConnectionLost",
+    "DatabaseStatus",
     "Encoder",
+    "HistoryEvent",
     "HybridHit",
     "InvalidInputError",
     "LoadError",
@@ -64,6 +72,7 @@ __all__ = [
     "NotFoundError",
     "PyembedError",
     "Recommendation",
+    "Reembedded",
     "SearchHit",
     "ServerError",
     "Settings",
@@ -71,6 +80,7 @@ __all__ = [
     "activate_model",
     "connect",
     "create_sa_engine",
+    "database_status",
     "database_url",
     "embed_all",
     "evaluate",
@@ -83,14 +93,18 @@ __all__ = [
     "migrate",
     "recommend",
     "recommend_items",
+    "reembed",
     "refresh_user",
     "refresh_users",
     "register_default_model",
+    "register_exported",
     "register_model",
     "run_worker",
     "search",
     "search_items",
     "search_similar",
     "search_text",
+    "set_model_status",
     "train_behavior",
+    "user_history",
 ]

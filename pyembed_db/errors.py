@@ -53,6 +53,10 @@ class ModelError(PyembedError):
     """An embedding model is missing, inconsistent with its checksum, or not active."""
 
 
+class ConnectionLost(PyembedError):
+    """The worker could not reconnect to the database within its give-up time."""
+
+
 # SQLSTATEs raised by sql/functions (class "PE" is ours) and the exception each becomes.
 SQLSTATE_ERRORS: dict[str, type[PyembedError]] = {
     "PE001": ModelError,  # no active embedding model

@@ -39,11 +39,13 @@ import psycopg
 from tqdm import tqdm
 
 from . import baselines, sqlfiles
+from .active import active_model_id
+from .arguments import check_k
 from .behavior import Events
 from .errors import InvalidInputError, ModelError
 from .metrics import score
 from .training import VALIDATION_HOLDOUT, TrainResult, read_events, train_behavior
-from .users import active_model_id, write_interests
+from .users import write_interests
 
 log = logging.getLogger(__name__)
 
@@ -246,8 +248,7 @@ def evaluate(conn: psycopg.Connection[Any], *, holdout: int | None = 10,
     """
     if cutoff is None and (holdout is None or holdout < 1):
         raise InvalidInputError("give a holdout >= 1 or a cutoff")
-    if not 1 <= k <= 1000:
-        raise InvalidInputError("k must be between 1 and 1000")
+    check_k(k)
     chosen = _selected(methods)
     if not exclusion or any(not isinstance(e, bool) for e in exclusion):
         raise InvalidInputError("exclusion must be a non-empty tuple of booleans")

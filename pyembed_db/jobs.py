@@ -30,7 +30,7 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from .db import connect
 from .embed.sync import embed_step
-from .errors import PyembedError
+from .errors import ConnectionLost
 from .server import database_url
 from .training import train_step
 from .users import refresh_step
@@ -44,10 +44,6 @@ ONCE_GIVE_UP = 60.0  # seconds a --once worker keeps trying to reconnect
 # libpq settings a URL may override: a dead peer is noticed within about a minute.
 TCP_DEFAULTS = {"connect_timeout": "10", "keepalives_idle": "30", "keepalives_interval": "10",
                 "keepalives_count": "3", "tcp_user_timeout": "60000"}
-
-
-class ConnectionLost(PyembedError):
-    """The worker could not reconnect to the database within its give-up time."""
 
 
 def default_steps() -> list[tuple[str, Step]]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import psycopg
@@ -49,6 +50,33 @@ class Recommendation:
     title: str | None
     score: float
     source: str
+
+
+@dataclass(frozen=True)
+class HistoryEvent:
+    """One of a user's events with the item it was about (:func:`user_history`)."""
+
+    occurred_at: datetime
+    event_type: str
+    value: float | None
+    item_id: int
+    external_id: str
+    title: str | None
+
+
+def user_history(conn: psycopg.Connection[Any], user: UserRef, limit: int = 10
+                 ) -> list[HistoryEvent]:
+    """The ``limit`` most recent events of ``user`` (user_id int or external id str), newest
+    first: what ``pyembed-db recommend`` prints beside the recommendations.
+
+    Example::
+
+        [h.title for h in user_history(conn, "196", limit=3)]
+    """
+    params = {"user_id": resolve_user(conn, user),
+              "limit": check_integer(limit, "limit", low=0)}
+    rows = conn.execute(sqlfiles.read("queries/user_history.sql"), params).fetchall()
+    return [HistoryEvent(*row) for row in rows]
 
 
 def resolve_items(conn: psycopg.Connection[Any], items: Sequence[ItemRef] | None) -> list[int]:

@@ -24,6 +24,7 @@ from psycopg.types.json import Jsonb
 from threadpoolctl import threadpool_limits
 
 from . import sqlfiles
+from .active import active_model_id
 from .behavior import BehaviorModel, BehaviorParams, Events, fit_text_map, map_text, train_events
 from .behavior.fusion import Fusion
 from .behavior.tune import Grid, tune
@@ -140,11 +141,6 @@ def _popularity_half_lives(conn: psycopg.Connection[Any]) -> list[float | None] 
     return [float(row[0]) or None]
 
 
-def _text_model(conn: psycopg.Connection[Any]) -> int | None:
-    row = conn.execute(sqlfiles.read("queries/user_active_model.sql")).fetchone()
-    return int(row[0]) if row else None
-
-
 @dataclass(frozen=True)
 class _TextVectors:
     """The active text model's item vectors (rows follow ``items``, sorted)."""
@@ -155,7 +151,7 @@ class _TextVectors:
 
     @classmethod
     def read(cls, conn: psycopg.Connection[Any]) -> _TextVectors:
-        model_id = _text_model(conn)
+        model_id = active_model_id(conn)
         rows = [] if model_id is None else conn.execute(
             sqlfiles.read("queries/behavior_text_vectors.sql"), {"model_id": model_id},
             binary=True).fetchall()

@@ -19,6 +19,7 @@ import psycopg
 from pgvector import Vector
 
 from . import sqlfiles
+from .active import active_model_id
 from .arguments import check_id, check_text
 from .errors import InvalidInputError, translate
 from .interests import choose_k, weighted_kmeans
@@ -62,12 +63,6 @@ def resolve_one(conn: psycopg.Connection[Any], query_file: str, params: dict[str
         raise translate(exc) from exc
     assert row is not None
     return row[0]
-
-
-def active_model_id(conn: psycopg.Connection[Any]) -> int | None:
-    """The active model's id, or None when no model is active."""
-    row = conn.execute(sqlfiles.read("queries/user_active_model.sql")).fetchone()
-    return int(row[0]) if row else None
 
 
 def refresh_user(conn: psycopg.Connection[Any], user: UserRef, *, interests: bool = True,

@@ -117,3 +117,33 @@ def test_invalid_utf8_never_reaches_the_worker(url: str) -> None:
             conn.execute("insert into pyembed.items (external_id, title) values ('bad', %s)",
                          ("half \ud800 surrogate",))
         conn.rollback()
+
+
+def test_item_text_columns_are_declared_in_sql_once(url: str) -> None:
+    from pyembed_db.embed.item_text import OFFLINE_FIELDS, ItemTextTemplate, text_columns
+
+    with connect(url) as conn:
+        columns = text_columns(conn)
+        assert columns == OFFLINE_FIELDS  # the copy benchmarks render with, without a database
+        source = conn.execute("select pyembed.item_text_source(to_jsonb(i)) from pyembed.items i "
+                              "where external_id = 'toy'").fetchone()[0]
+        assert list(source) == sorted(columns, key=lambda c: (len(c), c))  # jsonb key order
+        assert ItemTextTemplate.from_config({}, columns).render(source) == \
+            "Toy Story; Animated toys come to life"
+        with pytest.raises(ValueError, match="unknown text_fields"):
+            ItemTextTemplate.from_config({"text_fields": ["title", "price"]}, columns)
+        # The update trigger compares exactly these columns: each one re-queues, price does not.
+        conn.execute("delete from pyembed.item_queue")
+        conn.execute("update pyembed.items set price = 3, created_at = now() "
+                     "where external_id = 'toy'")
+        assert conn.execute("select count(*) from pyembed.item_queue").fetchone() == (0,)
+        changes = {"title": "'Toy Story 2'", "body": "'new body'", "category": "'Kids'",
+                   "tags": "'{a}'", "attributes": "'{\"year\": 1999}'"}
+        assert set(changes) == set(columns)
+        for column, value in changes.items():
+            conn.execute("delete from pyembed.item_queue")
+            conn.execute(f"update pyembed.items set {column} = {value} "
+                         "where external_id = 'alien'")
+            queued = conn.execute("select count(*) from pyembed.item_queue").fetchone()
+            assert queued == (1,), column
+        conn.rollback()

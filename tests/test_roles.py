@@ -109,3 +109,63 @@ def test_internal_search_sql_never_pastes_sql_from_its_arguments(as_role: Any) -
         reader.execute("select pyembed.search_sql(%s, 'exact')",
                        (Jsonb({**plan, "filters": {"x') or pg_sleep(5) is null --": 1}}),))
     assert info.value.sqlstate == "PE010"
+
+
+def test_model_state_changes_run_as_worker_progress_as_reader(db_url: str, as_role: Any) -> None:
+    # README "Re-embedding from SQL", statement by statement, as the roles it names.
+    with psycopg.connect(db_url, autocommit=True) as owner:
+        owner.execute("insert into pyembed.items (external_id, title) values ('re-item', 'Hat')")
+        shadow, active = (owner.execute(
+            "insert into pyembed.embedding_models (name, dimensions, checksum) "
+            "values (%s, 3, repeat('0', 64)) returning model_id", (name,)).fetchone()[0]
+            for name in ("roles-shadow", "roles-active"))
+        items = owner.execute("select count(*) from pyembed.items").fetchone()[0]
+    reader, writer, worker = (as_role(r) for r in
+                              ("pyembed_reader", "pyembed_writer", "pyembed_worker"))
+    for role in (reader, writer):
+        for call in (f"select pyembed.reembed_model({shadow})",
+                     f"select pyembed.set_model_status({shadow}, 'registered')"):
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                role.execute(call)
+    try:
+        assert worker.execute(f"select pyembed.reembed_model({shadow})").fetchone() == (items,)
+        progress = f"select vectors, skipped, queued, status from pyembed.embedding_coverage() " \
+                   f"where model_id = {shadow}"
+        assert reader.execute(progress).fetchone() == (0, 0, items, "syncing")
+        assert worker.execute(f"select pyembed.set_model_status({shadow}, 'registered')"
+                              ).fetchone() == ("registered",)
+        for status, sqlstate in (("active", "PE012"), ("bogus", "PE012"), (None, "PE012")):
+            with pytest.raises(psycopg.Error) as info:
+                worker.execute("select pyembed.set_model_status(%s, %s)", (shadow, status))
+            assert info.value.sqlstate == sqlstate
+        with pytest.raises(psycopg.Error) as info:
+            worker.execute("select pyembed.reembed_model(-1)")
+        assert info.value.sqlstate == "PE002"
+        # The active model keeps its status: reembed only queues, a status change is refused.
+        # (as the owner: its HNSW index is created, which takes the table's owner)
+        with psycopg.connect(db_url, autocommit=True) as owner:
+            owner.execute(f"select pyembed.activate_model({active}, true)")
+        assert worker.execute(f"select pyembed.reembed_model({active})").fetchone() == (items,)
+        with pytest.raises(psycopg.Error) as info:
+            worker.execute(f"select pyembed.set_model_status({active}, 'retired')")
+        assert info.value.sqlstate == "PE005"
+        assert reader.execute("select status from pyembed.embedding_models where model_id = %s",
+                              (active,)).fetchone() == ("active",)
+    finally:
+        with psycopg.connect(db_url, autocommit=True) as owner:
+            owner.execute(f"drop index if exists pyembed.item_embeddings_hnsw_m{active}")
+            owner.execute("delete from pyembed.embedding_models where model_id = any(%s)",
+                          ([shadow, active],))
+            owner.execute("delete from pyembed.items where external_id = 're-item'")
+
+
+def test_writer_updates_re_queue_items(as_role: Any) -> None:
+    # The update trigger reads the text columns through pyembed.item_text_source as the writer.
+    writer = as_role("pyembed_writer")
+    writer.execute("insert into pyembed.items (external_id, title) values ('u-item', 'Hat')")
+    queued_at = ("select q.enqueued_at from pyembed.item_queue q join pyembed.items i "
+                 "using (item_id) where i.external_id = 'u-item'")
+    before = writer.execute(queued_at).fetchone()
+    writer.execute("update pyembed.items set title = 'Cap' where external_id = 'u-item'")
+    after = writer.execute(queued_at).fetchone()
+    assert before is not None and after is not None and after[0] > before[0]

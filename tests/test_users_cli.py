@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import asdict
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -10,6 +11,7 @@ import numpy as np
 import pytest
 from users_data import DIM, add_events, add_items, add_model, add_user
 
+from pyembed_db import InvalidInputError, user_history
 from pyembed_db.cli.main import main
 from pyembed_db.db import connect
 
@@ -51,6 +53,14 @@ def test_refresh_recommend_evaluate(data: str, capsys: pytest.CaptureFixture[str
     assert code == 0 and len(got["recommendations"]) == 3 and len(got["history"]) == 10
     seen = {h["item_id"] for h in got["history"]}
     assert not seen & {r["item_id"] for r in got["recommendations"]}
+    with connect(data) as conn:
+        history = user_history(conn, "cli1", 10)
+    assert [asdict(h) for h in history] == [{**h, "occurred_at": datetime.fromisoformat(
+        h["occurred_at"])} for h in got["history"]]
+    assert [h.occurred_at for h in history] == sorted((h.occurred_at for h in history),
+                                                      reverse=True)
+    with connect(data) as conn, pytest.raises(InvalidInputError, match="limit"):
+        user_history(conn, "cli1", -1)
     code, out = run(data, "recommend", "cli1", "--k", "3", "--history", "2", capsys=capsys)
     assert code == 0 and "recent history" in out and len(out.strip().splitlines()) == 2 + 1 + 3
 

@@ -2,24 +2,26 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import numpy as np
 import psycopg
 import pytest
 
-from pyembed_db import ModelError
+from pyembed_db import InvalidInputError, ModelError, database_status, reembed
+from pyembed_db.cli.main import main
 from pyembed_db.db import connect
 from pyembed_db.embed import (
     activate_model,
     drain,
-    embed_all,
     embed_step,
     get_model,
     register_default_model,
+    register_exported,
     register_model,
+    set_model_status,
 )
-from pyembed_db.embed.models import set_status
 
 
 def _queued(conn: psycopg.Connection[Any]) -> set[str]:
@@ -202,15 +204,30 @@ def test_reembed_fills_shadow_model_then_activate_switches(
 ) -> None:
     with connect(model_url) as conn:
         old = get_model(conn, "all-MiniLM-L6-v2")
-        new = register_model(conn, exported_minilm["models"]["fp32"],
-                             exported_minilm["tokenizer"], name="minilm-export", version="fp32")
+        with pytest.raises(InvalidInputError, match="cannot activate 'fp16'"):
+            register_exported(conn, exported_minilm, name="minilm-export", activate="fp16")
+        # A model is active already: the exported ones are registered, not activated.
+        registered = register_exported(conn, exported_minilm, name="minilm-export",
+                                       activate="fp32")
+        assert [(m.version, m.status) for m in registered] == [("fp32", "registered"),
+                                                               ("int8", "registered")]
+        assert registered[0].config["min_cosine_vs_torch"] > 0.99
+        new = registered[0]
         with pytest.raises(ModelError, match="reembed"):
             activate_model(conn, new.name, new.version)
-        set_status(conn, new, "syncing")
-        embed_all(conn)
+        done = reembed(conn, new.label)
         counts = dict(conn.execute(
             "select model_id, count(*) from pyembed.item_embeddings group by 1").fetchall())
-        assert counts[new.model_id] == counts[old.model_id] > 0
+        assert counts[new.model_id] == counts[old.model_id] == done.model.vectors > 0
+        assert done.model.status == "syncing" and done.items >= done.model.vectors
+        with pytest.raises(ModelError, match="active text model"):
+            set_model_status(conn, old.label, "registered")
+        assert set_model_status(conn, new.label, "registered").status == "registered"
+        assert set_model_status(conn, new.label, "syncing").status == "syncing"
+        status = database_status(conn)
+        assert status.functions == "current" and status.counts["item_queue"] == 0
+        assert {m["model_id"]: m["vectors"] for m in status.models}[new.model_id] == counts[
+            new.model_id]
         assert conn.execute("select pyembed.active_model_id()").fetchone() == (old.model_id,)
         # While syncing, a changed item is re-embedded for both models.
         conn.execute("update pyembed.items set title = 'Changed' where external_id = 't1'")
@@ -320,3 +337,14 @@ def test_stale_items_names_items_whose_vector_is_not_current(model_url: str) -> 
         conn.execute("update pyembed.items set title = 'Silk socks' where external_id = 'st1'")
         assert stale_items(conn, model) == sorted([*before, item[0]])
         conn.rollback()
+
+
+def test_cli_status_prints_what_database_status_reads(
+    model_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with connect(model_url) as conn:
+        status = database_status(conn)
+    assert main(["--database-url", model_url, "status", "--json"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["counts"] == status.counts and printed["functions"] == "current"
+    assert [m["model_id"] for m in printed["models"]] == [m["model_id"] for m in status.models]

@@ -5,10 +5,10 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from .. import migrate, sqlfiles
 from ..datasets.movielens import load_movielens
 from ..errors import InvalidInputError
 from ..load import FORMATS, KINDS, load_file
+from ..status import database_status
 from .common import add_json_flag, emit, open_connection, table
 
 LOAD_HELP = """\
@@ -82,12 +82,8 @@ def _load(args: argparse.Namespace) -> int:
 
 def _status(args: argparse.Namespace) -> int:
     with open_connection(args) as conn:
-        counts = dict(conn.execute("select name, value from pyembed.status()").fetchall())
-        cur = conn.execute(sqlfiles.read("queries/status_models.sql"))
-        names = [d.name for d in cur.description or []]
-        models = [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
-        functions = migrate.functions_state(conn)
-    emit(args, {"counts": counts, "models": models, "functions": functions.state},
+        status = database_status(conn)
+    emit(args, {"counts": status.counts, "models": status.models, "functions": status.functions},
          _human_status)
     return 0
 

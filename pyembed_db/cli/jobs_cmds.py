@@ -6,8 +6,8 @@ import argparse
 import sys
 from typing import Any
 
-from ..errors import InvalidInputError
-from ..jobs import ONCE_GIVE_UP, ConnectionLost, run_worker
+from ..errors import ConnectionLost, InvalidInputError
+from ..jobs import ONCE_GIVE_UP, run_worker
 from .common import add_json_flag, emit
 
 HELP = f"""\

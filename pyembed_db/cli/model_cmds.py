@@ -6,9 +6,8 @@ import argparse
 from dataclasses import asdict
 from typing import Any
 
-from ..config import load_settings
 from ..embed import models
-from ..embed.sync import drain, embed_all
+from ..embed.sync import drain, embed_all, reembed
 from ..errors import InvalidInputError
 from .common import add_json_flag, emit, open_connection, table
 
@@ -121,6 +120,8 @@ def _register(args: argparse.Namespace) -> int:
     with open_connection(args) as conn:
         if args.default:
             info = models.register_default_model(conn)
+            if args.activate and info.status != "active":
+                info = models.activate_model(conn, info.name, info.version)
         else:
             if not (args.onnx and args.tokenizer and args.name):
                 raise InvalidInputError("model register: give ONNX --tokenizer --name, "
@@ -128,9 +129,8 @@ def _register(args: argparse.Namespace) -> int:
             info = models.register_model(
                 conn, args.onnx, args.tokenizer, name=args.name, version=args.version,
                 distance=args.distance, max_length=args.max_length, pooling=args.pooling,
+                activate=args.activate,
             )
-        if args.activate and info.status != "active":
-            info = models.activate_model(conn, info.name, info.version)
     emit(args, _info(info), lambda d: f"{d['label']}: {d['dimensions']} dims, {d['status']}")
     return 0
 
@@ -156,22 +156,16 @@ def _export(args: argparse.Namespace) -> int:
     checkpoint = export.default_checkpoint() if args.default_checkpoint else args.checkpoint
     if not checkpoint:
         raise InvalidInputError("model export: give CHECKPOINT or --default-checkpoint")
-    out = args.out or load_settings().data_dir / "models" / args.name
-    result = export.export_checkpoint(checkpoint, out, quantize=args.quantize)
     if args.register:
         with open_connection(args) as conn:
-            registered = {
-                version: models.register_model(conn, path, result["tokenizer"], name=args.name,
-                                               version=version,
-                                               extra_config={"min_cosine_vs_torch":
-                                                             result["min_cosine"][version]})
-                for version, path in result["models"].items()
-            }
-            if args.activate and models.active_model(conn) is None:
-                chosen = registered[args.activate]
-                registered[args.activate] = models.activate_model(conn, chosen.name,
-                                                                  chosen.version)
-        result["registered"] = [_info(info) for info in registered.values()]
+            result, registered = export.export_and_register(
+                conn, checkpoint, args.out, name=args.name, quantize=args.quantize,
+                activate=args.activate)
+        result["registered"] = [_info(info) for info in registered]
+    else:
+        result = export.export_checkpoint(checkpoint, args.out or
+                                          export.default_export_dir(args.name),
+                                          quantize=args.quantize)
     emit(args, result, lambda d: "\n".join(
         f"{v}: {p} (min cosine vs PyTorch {d['min_cosine'][v]:.5f})"
         for v, p in d["models"].items()))
@@ -191,11 +185,8 @@ def _embed(args: argparse.Namespace) -> int:
 
 def _reembed(args: argparse.Namespace) -> int:
     with open_connection(args) as conn:
-        info = models.get_model(conn, args.model)
-        models.set_status(conn, info, "syncing")
-        done = embed_all(conn, batch_size=args.batch_size, progress=not args.json)
-        info = models.get_model(conn, info.name, info.version)
-    emit(args, {"items": done, "model": _info(info)},
+        done = reembed(conn, args.model, batch_size=args.batch_size, progress=not args.json)
+    emit(args, {"items": done.items, "model": _info(done.model)},
          lambda d: f"{d['model']['label']}: {d['model']['vectors']} vectors ({d['items']} items "
                    f"checked); activate with `pyembed-db model activate {d['model']['label']}`")
     return 0

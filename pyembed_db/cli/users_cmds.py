@@ -6,10 +6,9 @@ import argparse
 from dataclasses import asdict
 from typing import Any
 
-from .. import sqlfiles, users
-from ..errors import InvalidInputError
+from .. import users
 from ..evaluate import DEFAULT_METHODS, METHOD_NAMES, evaluate
-from ..recommend import METHODS, VECTOR_KINDS, recommend
+from ..recommend import METHODS, VECTOR_KINDS, recommend, user_history
 from .common import (
     add_filter_flag,
     add_json_flag,
@@ -136,24 +135,19 @@ def _side_by_side(history: list[dict[str, Any]], recs: list[dict[str, Any]]) -> 
 
 def _recommend(args: argparse.Namespace) -> int:
     with open_connection(args) as conn:
-        user_id = users.resolve_user(conn, args.user)
         recs = recommend(conn, args.user, args.k, args.filter, exclude_seen=not args.include_seen,
                          diversity=args.diversity, positive=args.positive,
                          negative=args.negative, vectors=args.vectors,
                          popularity=args.popularity, method=args.method)
-        rows = conn.execute(sqlfiles.read("queries/user_history.sql"),
-                            {"user_id": user_id, "limit": max(args.history, 0)}).fetchall()
-    history = [{"occurred_at": r[0], "event_type": r[1], "value": r[2], "item_id": r[3],
-                "external_id": r[4], "title": r[5]} for r in rows]
-    data = {"user": args.user, "history": history, "recommendations": [asdict(r) for r in recs]}
+        history = user_history(conn, args.user, max(args.history, 0))
+    data = {"user": args.user, "history": [asdict(h) for h in history],
+            "recommendations": [asdict(r) for r in recs]}
     emit(args, data, lambda d: f"user {d['user']}\n"
          + _side_by_side(d["history"], d["recommendations"]))
     return 0
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    if args.k < 1:
-        raise InvalidInputError("--k must be >= 1")
     with open_connection(args) as conn:
         methods = "all" if args.methods == "all" else \
             [m.strip() for m in args.methods.split(",") if m.strip()]

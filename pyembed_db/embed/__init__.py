@@ -14,9 +14,11 @@ from .models import (
     load_active_encoder,
     load_model,
     register_default_model,
+    register_exported,
     register_model,
+    set_model_status,
 )
-from .sync import drain, embed_all, embed_step
+from .sync import Reembedded, drain, embed_all, embed_step, reembed
 
 __all__ = [
     "DEFAULT_MODEL",
@@ -25,6 +27,7 @@ __all__ = [
     "ItemTextTemplate",
     "LoadedModel",
     "ModelInfo",
+    "Reembedded",
     "activate_model",
     "active_model",
     "check_query_vector",
@@ -35,6 +38,9 @@ __all__ = [
     "list_models",
     "load_active_encoder",
     "load_model",
+    "reembed",
     "register_default_model",
+    "register_exported",
     "register_model",
+    "set_model_status",
 ]

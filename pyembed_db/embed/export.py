@@ -17,8 +17,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import psycopg
 
+from ..config import load_settings
+from ..errors import InvalidInputError
 from .encoder import Encoder, EncoderConfig
+from .models import ModelInfo, register_exported
 from .quantize import quantize_int8
 
 log = logging.getLogger(__name__)
@@ -119,3 +123,34 @@ def export_checkpoint(checkpoint: str | Path, out_dir: str | Path, *, quantize: 
         log.info("%s: min cosine vs PyTorch %.5f", version, cosines[version])
     return {"models": {v: str(p) for v, p in paths.items()}, "tokenizer": str(tokenizer),
             "min_cosine": cosines}
+
+
+def default_export_dir(name: str) -> Path:
+    """Where ``pyembed-db model export`` writes a model's files: PYEMBED_DATA_DIR/models/NAME.
+
+    Example::
+
+        default_export_dir("all-MiniLM-L6-v2")   # ~/.pyembed/models/all-MiniLM-L6-v2
+    """
+    return load_settings().data_dir / "models" / name
+
+
+def export_and_register(
+    conn: psycopg.Connection[Any], checkpoint: str | Path, out_dir: str | Path | None = None, *,
+    name: str, quantize: bool = False, activate: str | None = None,
+) -> tuple[dict[str, Any], list[ModelInfo]]:
+    """Export a checkpoint (:func:`export_checkpoint`) and register every version under
+    ``name``; ``activate`` (``"fp32"`` or ``"int8"``) is activated when no model is active yet.
+    Returns the export result and the registered models.
+
+    Example::
+
+        exported, models = export_and_register(conn, default_checkpoint(), name="minilm",
+                                               quantize=True, activate="int8")
+    """
+    versions = ["fp32", "int8"] if quantize else ["fp32"]
+    if activate is not None and activate not in versions:
+        raise InvalidInputError(f"cannot activate {activate!r}: the export makes {versions}")
+    exported = export_checkpoint(checkpoint, out_dir or default_export_dir(name),
+                                 quantize=quantize)
+    return exported, register_exported(conn, exported, name=name, activate=activate)

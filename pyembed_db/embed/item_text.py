@@ -17,8 +17,13 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-DEFAULT_FIELDS = ("title", "body", "category", "tags", "attributes")
-KNOWN_FIELDS = frozenset(DEFAULT_FIELDS)
+import psycopg
+
+# The columns of pyembed.items the text is made from are declared in SQL
+# (``pyembed.item_text_columns()``): the worker reads them with :func:`text_columns`, and the
+# update trigger compares them. This copy only serves rendering without a database (benchmarks);
+# tests/test_embed_sql.py checks it equals the SQL list.
+OFFLINE_FIELDS = ("title", "body", "category", "tags", "attributes")
 
 
 def _flat(value: Any) -> str:
@@ -31,20 +36,38 @@ def _flat(value: Any) -> str:
     return str(value).strip()
 
 
+def text_columns(conn: psycopg.Connection[Any]) -> tuple[str, ...]:
+    """The item columns an embedded text is made from, as declared in SQL.
+
+    Example::
+
+        text_columns(conn)   # ('title', 'body', 'category', 'tags', 'attributes')
+    """
+    row = conn.execute("select pyembed.item_text_columns()").fetchone()
+    assert row is not None
+    return tuple(row[0])
+
+
 @dataclass(frozen=True)
 class ItemTextTemplate:
     """Which item fields, in which order, make the embedded text."""
 
-    fields: tuple[str, ...] = DEFAULT_FIELDS
+    fields: tuple[str, ...] = OFFLINE_FIELDS
     attribute_keys: tuple[str, ...] | None = None
 
     @classmethod
-    def from_config(cls, config: Mapping[str, Any]) -> ItemTextTemplate:
-        """Read ``text_fields`` / ``attribute_keys`` from a model's config (defaults if absent)."""
-        fields = tuple(config.get("text_fields") or DEFAULT_FIELDS)
-        unknown = set(fields) - KNOWN_FIELDS
+    def from_config(cls, config: Mapping[str, Any], columns: Sequence[str]) -> ItemTextTemplate:
+        """Read ``text_fields`` / ``attribute_keys`` from a model's config; ``columns``
+        (:func:`text_columns`) are the fields allowed and the default.
+
+        Example::
+
+            ItemTextTemplate.from_config({"text_fields": ["title"]}, text_columns(conn))
+        """
+        fields = tuple(config.get("text_fields") or columns)
+        unknown = set(fields) - set(columns)
         if unknown:
-            raise ValueError(f"unknown text_fields {sorted(unknown)}; use {sorted(KNOWN_FIELDS)}")
+            raise ValueError(f"unknown text_fields {sorted(unknown)}; use {sorted(columns)}")
         keys = config.get("attribute_keys")
         return cls(fields, tuple(keys) if keys is not None else None)
 

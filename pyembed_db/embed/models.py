@@ -24,7 +24,7 @@ from .. import sqlfiles
 from ..config import load_settings
 from ..errors import InvalidInputError, ModelError, NotFoundError, translate
 from .encoder import Encoder, EncoderConfig
-from .item_text import ItemTextTemplate
+from .item_text import ItemTextTemplate, text_columns
 
 log = logging.getLogger(__name__)
 
@@ -139,9 +139,11 @@ def register_model(
     max_length: int = 256,
     pooling: str = "mean",
     extra_config: dict[str, Any] | None = None,
+    activate: bool = False,
 ) -> ModelInfo:
     """Register an ONNX model file (checksum recorded). Registering the same file again under
-    the same name and version returns the existing row; a different file is an error.
+    the same name and version returns the existing row; a different file is an error. With
+    ``activate`` the model becomes the active one right away (:func:`activate_model`).
 
     Example::
 
@@ -149,7 +151,8 @@ def register_model(
     """
     config = {"onnx": onnx, "tokenizer": tokenizer, "max_length": max_length,
               "pooling": pooling, **(extra_config or {})}
-    ItemTextTemplate.from_config(config)  # validate the template before storing it
+    # validate the template before storing it
+    ItemTextTemplate.from_config(config, text_columns(conn))
     onnx_path = resolve_path(onnx)
     if not onnx_path.is_file():
         raise ModelError(f"ONNX file not found: {onnx_path}")
@@ -163,7 +166,7 @@ def register_model(
             raise ModelError(f"{existing.label} is already registered with another file "
                              f"(sha256 {existing.checksum[:12]}...); register it under a new "
                              "version")
-        return existing
+        return _activated(conn, existing) if activate else existing
     encoder = Encoder(_encoder_config(config))
     dimensions = int(encoder.encode(["dimension probe"]).shape[1])
     conn.execute(
@@ -174,7 +177,39 @@ def register_model(
     conn.commit()
     info = get_model(conn, name, version)
     log.info("registered %s (%d dimensions)", info.label, dimensions)
-    return info
+    return _activated(conn, info) if activate else info
+
+
+def _activated(conn: psycopg.Connection[Any], info: ModelInfo) -> ModelInfo:
+    """``info`` made active (unchanged when it already is)."""
+    return info if info.status == "active" else activate_model(conn, info.name, info.version)
+
+
+def register_exported(
+    conn: psycopg.Connection[Any], exported: dict[str, Any], *, name: str,
+    activate: str | None = None,
+) -> list[ModelInfo]:
+    """Register every version of an :func:`~pyembed_db.embed.export.export_checkpoint` result
+    under ``name`` (its min cosine vs PyTorch kept in the config); ``activate`` names the
+    version to activate when no text model is active yet.
+
+    Example::
+
+        register_exported(conn, export_checkpoint(ckpt, out, quantize=True), name="minilm",
+                          activate="int8")
+    """
+    if activate is not None and activate not in exported["models"]:
+        raise InvalidInputError(f"cannot activate {activate!r}: exported versions are "
+                                f"{sorted(exported['models'])}")
+    registered = {
+        version: register_model(conn, path, exported["tokenizer"], name=name, version=version,
+                                extra_config={"min_cosine_vs_torch":
+                                              exported["min_cosine"][version]})
+        for version, path in exported["models"].items()
+    }
+    if activate is not None and active_model(conn) is None:
+        registered[activate] = _activated(conn, registered[activate])
+    return list(registered.values())
 
 
 def register_default_model(conn: psycopg.Connection[Any], *, activate: bool = True) -> ModelInfo:
@@ -242,13 +277,24 @@ def activate_model(
     return get_model(conn, target.name, target.version)
 
 
-def set_status(conn: psycopg.Connection[Any], model: ModelInfo, status: str) -> None:
-    """Mark a non-active model ``syncing`` (kept in sync by the worker) or ``registered``."""
-    if model.status == "active":
-        return
-    conn.execute("update pyembed.embedding_models set status = %s where model_id = %s",
-                 (status, model.model_id))
-    conn.commit()
+def set_model_status(conn: psycopg.Connection[Any], name: str, status: str,
+                     version: str | None = None) -> ModelInfo:
+    """Mark a model that is not the active one ``syncing`` (kept in sync by the worker),
+    ``registered`` or ``retired`` (``pyembed.set_model_status``). The active model is refused
+    (:class:`ModelError`): activate another one instead.
+
+    Example::
+
+        set_model_status(conn, "minilm:fp32", "registered")   # stop syncing a shadow model
+    """
+    target = get_model(conn, name, version)
+    try:
+        conn.execute("select pyembed.set_model_status(%s, %s)", (target.model_id, status))
+        conn.commit()
+    except psycopg.Error as exc:
+        conn.rollback()
+        raise translate(exc) from exc
+    return get_model(conn, target.name, target.version)
 
 
 _encoders: dict[tuple[str, str], Encoder] = {}
@@ -266,7 +312,8 @@ def load_model(conn: psycopg.Connection[Any], info: ModelInfo) -> LoadedModel:
     key = (str(config.onnx_path), checksum)
     if key not in _encoders:
         _encoders[key] = Encoder(config)
-    return LoadedModel(info, _encoders[key], ItemTextTemplate.from_config(info.config))
+    template = ItemTextTemplate.from_config(info.config, text_columns(conn))
+    return LoadedModel(info, _encoders[key], template)
 
 
 def load_active_encoder(conn: psycopg.Connection[Any]) -> LoadedModel:

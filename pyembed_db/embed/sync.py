@@ -9,6 +9,7 @@ Items whose text did not change since their vector was made are not embedded aga
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -18,8 +19,9 @@ from tqdm import tqdm
 
 from .. import sqlfiles
 from ..arguments import is_blank
-from .item_text import ItemTextTemplate, content_hash
-from .models import LoadedModel, ModelInfo, load_model, models_to_sync
+from ..errors import translate
+from .item_text import ItemTextTemplate, content_hash, text_columns
+from .models import LoadedModel, ModelInfo, get_model, load_model, models_to_sync
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +35,7 @@ def _embed_for_model(
 ) -> tuple[int, int]:
     """Embed ``items`` with ``model`` where their text changed; returns (embedded, skipped)."""
     model_id = model.info.model_id
-    texts = {item["item_id"]: model.template.render(item) for item in items}
+    texts = {item["item_id"]: model.template.render(item["source"]) for item in items}
     hashes = {item_id: content_hash(text) for item_id, text in texts.items()}
     current = dict(conn.execute(sqlfiles.read("queries/item_embeddings_hashes.sql"),
                                 {"model_id": model_id, "item_ids": list(texts)}).fetchall())
@@ -128,7 +130,7 @@ def _failed(conn: psycopg.Connection[Any], models: list[LoadedModel], item: dict
             conn.execute(sqlfiles.read("queries/item_embedding_skip.sql"), {
                 "model_id": model.info.model_id, "item_id": item_id,
                 "reason": f"failed {attempts} times: {error}"[:2000],
-                "content_hash": content_hash(model.template.render(item))})
+                "content_hash": content_hash(model.template.render(item["source"]))})
         conn.execute(sqlfiles.read("queries/item_queue_done.sql"), {"item_ids": [item_id]})
     else:
         log.error("item %s failed (attempt %d of %d), will retry: %s", item_id, attempts,
@@ -144,12 +146,12 @@ def stale_items(conn: psycopg.Connection[Any], model: ModelInfo) -> list[int]:
 
         assert stale_items(conn, active_model(conn)) == []
     """
-    template = ItemTextTemplate.from_config(model.config)
+    template = ItemTextTemplate.from_config(model.config, text_columns(conn))
     with conn.cursor(row_factory=dict_row) as cur:
         rows = cur.execute(sqlfiles.read("queries/item_vector_hashes.sql"),
                            {"model_id": model.model_id}).fetchall()
     return [row["item_id"] for row in rows
-            if row["hashes"] != [content_hash(template.render(row))]]
+            if row["hashes"] != [content_hash(template.render(row["source"]))]]
 
 
 def queue_depth(conn: psycopg.Connection[Any]) -> int:
@@ -178,3 +180,35 @@ def drain(conn: psycopg.Connection[Any], *, batch_size: int = 128, progress: boo
             done += handled
             bar.update(handled)
     return done
+
+
+@dataclass(frozen=True)
+class Reembedded:
+    """What :func:`reembed` did: the model afterwards (with its vector count) and the items
+    handled (checked or embedded)."""
+
+    model: ModelInfo
+    items: int
+
+
+def reembed(conn: psycopg.Connection[Any], model: str, *, batch_size: int = 128,
+            progress: bool = False) -> Reembedded:
+    """Fill the vectors of ``model`` (``NAME`` or ``NAME:VERSION``) while searches keep the
+    active one: ``pyembed.reembed_model`` marks it ``syncing`` (the worker keeps it up to date
+    from now on) and queues every item, then this process drains the queue.
+    Switch afterwards with :func:`activate_model`.
+
+    Example::
+
+        done = reembed(conn, "all-MiniLM-L6-v2:fp32")
+        activate_model(conn, done.model.label)
+    """
+    info = get_model(conn, model)
+    try:
+        conn.execute("select pyembed.reembed_model(%s)", (info.model_id,))
+        conn.commit()
+    except psycopg.Error as exc:
+        conn.rollback()
+        raise translate(exc) from exc
+    items = drain(conn, batch_size=batch_size, progress=progress)
+    return Reembedded(get_model(conn, info.name, info.version), items)

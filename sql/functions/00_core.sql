@@ -120,6 +120,68 @@ begin
 end
 $$;
 
+-- Sets the status of a model that is not the active one: 'syncing' (text models: the worker
+-- embeds every changed item with it too, see reembed_model), 'registered' (kept, not synced) or
+-- 'retired'. 'active' is refused (PE012: activate_model switches atomically), and so is changing
+-- the active model (PE005: activate another one instead). Returns the new status.
+--   select pyembed.set_model_status(3, 'registered');
+create or replace function pyembed.set_model_status(p_model_id integer, status text)
+returns text
+language plpgsql volatile security invoker
+set search_path to pg_catalog, pg_temp
+as $$
+declare
+    target record;
+begin
+    if status is null or status not in ('registered', 'syncing', 'retired') then
+        raise exception 'status must be registered, syncing or retired, got %',
+                        coalesce(status, 'null')
+            using errcode = 'PE012',
+                  hint = case when status = 'active'
+                              then 'use pyembed.activate_model to switch models'
+                              else 'activate_model makes a model active' end;
+    end if;
+    -- The lock activate_model takes: a model cannot become active while its status changes.
+    lock table pyembed.embedding_models in share row exclusive mode;
+    select m.model_id, m.kind, m.status into target from pyembed.embedding_models m
+    where m.model_id = p_model_id;
+    if not found then
+        raise exception 'unknown model_id %', p_model_id using errcode = 'PE002';
+    end if;
+    if target.status = 'active' then
+        raise exception 'model % is the active % model', p_model_id, target.kind
+            using errcode = 'PE005', hint = 'activate another model instead';
+    end if;
+    if status = 'syncing' and target.kind <> 'text' then
+        raise exception 'only text models are kept in sync; model % is a % model',
+                        p_model_id, target.kind using errcode = 'PE012';
+    end if;
+    update pyembed.embedding_models m set status = set_model_status.status
+    where m.model_id = p_model_id;
+    return status;
+end
+$$;
+
+-- Re-embeds every item with a text model, leaving the active model (and searches) untouched:
+-- marks it 'syncing' unless it is the active one and queues every item; the worker (or
+-- `pyembed-db embed`) fills its vectors, items whose text did not change are only checked.
+-- Returns the items queued. Progress: pyembed.embedding_coverage(). Then activate_model.
+--   select pyembed.reembed_model(3);
+create or replace function pyembed.reembed_model(p_model_id integer)
+returns bigint
+language plpgsql volatile security invoker
+set search_path to pg_catalog, pg_temp
+as $$
+begin
+    lock table pyembed.embedding_models in share row exclusive mode;
+    if not exists (select from pyembed.embedding_models m
+                   where m.model_id = p_model_id and m.status = 'active') then
+        perform pyembed.set_model_status(p_model_id, 'syncing');
+    end if;
+    return pyembed.enqueue_items();
+end
+$$;
+
 -- Creates a per-model HNSW index on item_embeddings (a partial expression index, because the
 -- column is dimension-less) and records its storage in embedding_models.config->>'index_storage',
 -- which pyembed.search reads to write the matching ORDER BY expression. `storage`:
@@ -213,20 +275,50 @@ begin
 end
 $$;
 
--- Only changes to the columns that make up the embedded text enqueue an item; a price or
--- created_at update does not.
+-- The columns of pyembed.items an item's embedded text is made from, in the default template
+-- order: the one place they are listed. The trigger below and the worker (embed/item_text.py
+-- reads them through item_text_source) both follow it.
+--   select pyembed.item_text_columns();
+create or replace function pyembed.item_text_columns() returns text[]
+language sql immutable security invoker
+set search_path to pg_catalog, pg_temp
+as $$
+    select array['title', 'body', 'category', 'tags', 'attributes']
+$$;
+
+-- The text columns of one item (a row of pyembed.items as jsonb) as one jsonb object: what the
+-- worker renders with the model's template, and what an update must change to re-embed.
+--   select pyembed.item_text_source(to_jsonb(i)) from pyembed.items i limit 1;
+create or replace function pyembed.item_text_source(item jsonb) returns jsonb
+language sql immutable security invoker
+set search_path to pg_catalog, pg_temp
+as $$
+    select coalesce(jsonb_object_agg(c, coalesce(item -> c, 'null')), '{}')
+    from unnest(pyembed.item_text_columns()) c
+$$;
+
+-- Only changes to the columns that make up the embedded text (item_text_columns) enqueue an
+-- item; a price or created_at update does not. The row comparison is written from that list
+-- once per statement (%I of constant column names): per row it costs what the hand-written
+-- (n.title, ...) is distinct from (o.title, ...) did, where item_text_source(to_jsonb(row))
+-- made a 100k-row update twice as slow (bench/item_text_trigger.py).
 create or replace function pyembed.items_enqueue_updated() returns trigger
 language plpgsql security invoker
 set search_path to pg_catalog, pg_temp
 as $$
+declare
+    queued bigint;
 begin
-    insert into pyembed.item_queue (item_id)
-    select n.item_id
-    from new_items n join old_items o using (item_id)
-    where (n.title, n.body, n.category, n.tags, n.attributes)
-          is distinct from (o.title, o.body, o.category, o.tags, o.attributes)
-    on conflict (item_id) do update set enqueued_at = now(), not_before = now(), attempts = 0;
-    if found then
+    execute format(
+        'insert into pyembed.item_queue (item_id) '
+        'select n.item_id from new_items n join old_items o using (item_id) '
+        'where (%s) is distinct from (%s) '
+        'on conflict (item_id) do update '
+        'set enqueued_at = now(), not_before = now(), attempts = 0',
+        (select string_agg(format('n.%I', c), ', ') from unnest(pyembed.item_text_columns()) c),
+        (select string_agg(format('o.%I', c), ', ') from unnest(pyembed.item_text_columns()) c));
+    get diagnostics queued = row_count;
+    if queued > 0 then
         perform pg_notify('pyembed_work', 'items');
     end if;
     return null;

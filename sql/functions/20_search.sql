@@ -408,9 +408,8 @@ declare
     rerank integer;
     branches text := '';
 begin
-    if p_model_id is not null
-       and not exists (select from pyembed.embedding_models where model_id = p_model_id) then
-        raise exception 'unknown model_id %', p_model_id using errcode = 'PE002';
+    if p_model_id is not null then
+        perform pyembed.resolve_model(p_model_id);
     end if;
     for m in select * from pyembed.embedding_models order by model_id loop
         storage := coalesce(m.config->>'index_storage', 'vector');

@@ -131,9 +131,7 @@ declare
     gamma double precision := pyembed.setting_number('negative_weight', 0.5, 0, 10);
     written integer;
 begin
-    if not exists (select from pyembed.embedding_models em where em.model_id = m) then
-        raise exception 'unknown model_id %', m using errcode = 'PE002';
-    end if;
+    perform pyembed.resolve_model(m);
     delete from pyembed.user_embeddings ue
     where ue.model_id = m and ue.user_id = any (users) and ue.kind in ('long_term', 'short_term');
     -- The user vector is mean(liked) - gamma * mean(disliked), each mean weighted by the items'

@@ -99,9 +99,7 @@ as $$
 declare
     source text := 'pyembed.popularity_scores($4)';
 begin
-    if k is null or k < 1 or k > 1000 then
-        raise exception 'k must be between 1 and 1000, got %', k using errcode = 'PE012';
-    end if;
+    perform pyembed.check_search_args(k);  -- the k range every search and list shares
     if exclude_user is not null
        and not exists (select from pyembed.users u where u.user_id = exclude_user) then
         raise exception 'unknown user_id %', exclude_user using errcode = 'PE003';
@@ -357,12 +355,8 @@ begin
     if not exists (select from pyembed.users u where u.user_id = uid) then
         raise exception 'unknown user_id %', uid using errcode = 'PE003';
     end if;
-    if not exists (select from pyembed.embedding_models em where em.model_id = m) then
-        raise exception 'unknown model_id %', m using errcode = 'PE002';
-    end if;
-    if k is null or k < 1 or k > 1000 then
-        raise exception 'k must be between 1 and 1000, got %', k using errcode = 'PE012';
-    end if;
+    perform pyembed.resolve_model(m);
+    perform pyembed.check_search_args(k);  -- the k range every search and list shares
     if diversity is null or diversity < 0 or diversity > 1 then
         raise exception 'diversity must be between 0 and 1, got %', diversity
             using errcode = 'PE012';
