@@ -141,10 +141,15 @@ def test_model_state_changes_run_as_worker_progress_as_reader(db_url: str, as_ro
         with pytest.raises(psycopg.Error) as info:
             worker.execute("select pyembed.reembed_model(-1)")
         assert info.value.sqlstate == "PE002"
+        # Activation creates the model's HNSW index (owner-only DDL) through the SECURITY
+        # DEFINER ensure_model_index: the worker can, readers and writers cannot.
+        for role in (reader, writer):
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                role.execute(f"select pyembed.activate_model({active}, true)")
+        worker.execute(f"select pyembed.activate_model({active}, true)")
+        assert reader.execute("select to_regclass(%s) is not null",
+                              (f"pyembed.item_embeddings_hnsw_m{active}",)).fetchone() == (True,)
         # The active model keeps its status: reembed only queues, a status change is refused.
-        # (as the owner: its HNSW index is created, which takes the table's owner)
-        with psycopg.connect(db_url, autocommit=True) as owner:
-            owner.execute(f"select pyembed.activate_model({active}, true)")
         assert worker.execute(f"select pyembed.reembed_model({active})").fetchone() == (items,)
         with pytest.raises(psycopg.Error) as info:
             worker.execute(f"select pyembed.set_model_status({active}, 'retired')")

@@ -193,9 +193,14 @@ $$;
 -- m = 32, ef_construction = 200 (settings pyembed.index_hnsw_m / index_hnsw_ef_construction):
 -- pgvector's 16 / 64 left text-embedding queries far from the catalog at recall@10 0.6 whatever
 -- ef_search (bench/filtered_search_real.py, docs/search.md *Recall*). An existing index is kept.
+--
+-- SECURITY DEFINER: creating an index (and the model's search function) takes the owner of
+-- pyembed.item_embeddings, and pyembed_worker activates the models it trains. Safe because
+-- every identifier is derived from integers and whitelisted words (below) and pg_temp comes
+-- last in the search path; executable by pyembed_worker only (sql/grants.sql).
 create or replace function pyembed.ensure_model_index(p_model_id integer, storage text default null)
 returns text
-language plpgsql volatile security invoker
+language plpgsql volatile security definer
 set search_path to pg_catalog, public, pg_temp
 as $$
 declare
