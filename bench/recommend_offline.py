@@ -119,12 +119,12 @@ def cold_rows(model: BehaviorModel, train: Events, test: Holdout, text: np.ndarr
     absent = np.setdiff1d(test.catalog[sorted(cold_cols)], model.items)
     absent_vectors = map_text(text[np.searchsorted(test.catalog, absent)], text_map)
     out = []
-    for label, scores in (
-        ("as trained (cold items keep their few-event vectors)", test.behavior_scores(model)),
+    for label, pool in (
+        ("as trained (cold items keep their few-event vectors)", test.behavior_pool(model, K)),
         ("text map for items with < 5 events",
-         test.behavior_scores(mapped_model, absent, absent_vectors)),
+         test.behavior_pool(mapped_model, K, absent, absent_vectors)),
     ):
-        top = test.top_k(scores, K)
+        top = pool.cols
         cold = test.score(top, K, only=only)
         everyone = test.score(top, K)
         out.append({"variant": label, "cold_users": cold.users,

@@ -35,13 +35,12 @@ def choose_k(n_items: int, k_max: int = 4, min_items: int = 10) -> int:
     return min(k_max, n_items // max(min_items, 1))
 
 
-def _normalize(rows: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+def _normalize(rows: Matrix) -> Matrix:
     norms = np.linalg.norm(rows, axis=-1, keepdims=True)
     return rows / np.where(norms > 0, norms, 1.0)
 
 
-def _init_centers(x: npt.NDArray[np.float64], w: Vector, k: int,
-                  rng: np.random.Generator) -> npt.NDArray[np.float64]:
+def _init_centers(x: Matrix, w: Vector, k: int, rng: np.random.Generator) -> Matrix:
     """Weighted k-means++ seeding with cosine distance."""
     chosen = [int(rng.choice(len(x), p=w / w.sum()))]
     for _ in range(1, k):
@@ -64,20 +63,22 @@ def weighted_kmeans(vectors: npt.ArrayLike, weights: npt.ArrayLike, k: int, *, s
         >>> sorted(np.round(r.shares, 2).tolist())
         [0.33, 0.67]
     """
-    x = _normalize(np.asarray(vectors, dtype=np.float64))
+    # float32: the vectors are float32 already, and the products dominate a user refresh
+    x = _normalize(np.asarray(vectors, dtype=np.float32))
     w = np.asarray(weights, dtype=np.float64)
     if len(x) == 0 or k < 1 or np.any(w <= 0):
         raise ValueError("need at least one vector, k >= 1 and positive weights")
     rng = np.random.default_rng(seed)
     centers = _init_centers(x, w, min(k, len(x)), rng)
     members = np.full(len(x), -1)
+    weighted = w.astype(np.float32)[:, None] * x
     for _ in range(iterations):
         new_members = np.argmax(x @ centers.T, axis=1)
         if np.array_equal(new_members, members):
             break
         members = new_members
-        onehot = (members[None, :] == np.arange(len(centers))[:, None]).astype(np.float64)
-        sums = onehot @ (w[:, None] * x)
+        onehot = (members[None, :] == np.arange(len(centers))[:, None]).astype(np.float32)
+        sums = onehot @ weighted
         filled = np.linalg.norm(sums, axis=1) > 0
         centers[filled] = _normalize(sums[filled])
     used = np.unique(members)

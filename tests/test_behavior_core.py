@@ -235,14 +235,14 @@ def test_validation_fuses_only_the_behavior_top_as_served() -> None:
                               [2.0, 3.0], [2, 3])
     holdout = Holdout.build(train_ev, held, catalog=np.arange(n_items))
     behavior = np.linspace(1.0, 0.01, n_items)[None, :]  # item 0 best ... item 59 worst
-    pool = holdout.candidates(behavior, k)
-    assert pool.tolist() == [list(range(2, 2 + 4 * k))]  # seen items 0, 1 are left out
+    pool = holdout.pool_from_scores(behavior, n_items)
+    assert pool.head(4 * k).cols.tolist() == [list(range(2, 2 + 4 * k))]  # seen 0, 1 left out
     # Popularity: item 59 (outside the pool) is by far the most popular, item 9 next.
     holdout.cache[("popularity", None)] = np.where(np.arange(n_items) == 59, 100.0,
                                                     np.where(np.arange(n_items) == 9, 50.0, 0))
-    plain = holdout.evaluate(None, None, k=k, behavior=behavior)  # type: ignore[arg-type]
+    plain = holdout.evaluate(None, None, k=k, pool=pool)  # type: ignore[arg-type]
     fused = holdout.evaluate(None, Fusion(popularity=1.0), k=k,  # type: ignore[arg-type]
-                             behavior=behavior, candidates=pool)
+                             pool=pool)
     assert plain.recall == 0.0  # [2, 3]; relevant: 9 and 59
     # Item 9 (popularity half the max) rises to the top; item 59 is not a candidate (over the
     # whole catalog it would be second, recall 1.0).
@@ -250,3 +250,30 @@ def test_validation_fuses_only_the_behavior_top_as_served() -> None:
     assert Fusion(popularity=1.0).combine(
         np.array([[2.0, 1.0, -np.inf]]), popularity=np.array([[0.0, 1.0, 1.0]])).tolist() == \
         [[1.0, 1.5, -np.inf]]
+
+
+def test_behavior_pool_in_user_chunks_equals_one_dense_pass(
+        model: BehaviorModel, events: Events, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Scoring users a few at a time (what keeps a 100k-item catalog in memory) lists the
+    same candidates with the same scores as scoring every user at once."""
+    from pyembed_db.behavior import validation
+    from pyembed_db.behavior.fusion import Fusion
+
+    train_ev, held = validation_split(events, 2)
+    holdout = validation.Holdout.build(train_ev, held)
+    whole = holdout.behavior_pool(model, 12)
+    text = np.random.default_rng(1).normal(size=(len(holdout.catalog), 4)).astype(np.float32)
+    text /= np.linalg.norm(text, axis=1, keepdims=True)
+    fused_whole = holdout.evaluate(model, Fusion(text=0.3, popularity=0.1), k=3,
+                                   text_vectors=text)
+    monkeypatch.setattr(validation, "SCORE_CELLS", 2 * len(holdout.catalog))  # 2 users a chunk
+    assert len(holdout._chunks()) == (len(holdout.users) + 1) // 2 > 1
+    chunked = holdout.behavior_pool(model, 12)
+    assert chunked.cols.tolist() == whole.cols.tolist()
+    assert np.allclose(chunked.scores, whole.scores)
+    holdout.cache.clear()
+    assert holdout.evaluate(model, Fusion(text=0.3, popularity=0.1), k=3,
+                            text_vectors=text) == fused_whole
+    # the seen items are never candidates
+    for row, user in enumerate(holdout.users):
+        assert not set(holdout.seen[row].indices) & set(chunked.cols[row].tolist())

@@ -19,7 +19,7 @@ from ..errors import InvalidInputError
 from .events import Events
 from .fusion import Fusion
 from .train import BehaviorModel, BehaviorParams, train_events
-from .validation import Holdout
+from .validation import Holdout, Pool, candidate_depth
 
 log = logging.getLogger(__name__)
 DAY = 86400.0
@@ -106,9 +106,8 @@ class _Search:
         self.holdout, self.events, self.k, self.seed = holdout, events, k, seed
         self.models: dict[BehaviorParams, BehaviorModel] = {}
         self.scores: dict[tuple[BehaviorParams, Fusion], float] = {}
-        self.behavior_key: BehaviorParams | None = None
-        self.behavior = np.zeros((0, 0))
-        self.candidates = np.zeros((0, 0), dtype=np.int64)
+        self.pool_key: BehaviorParams | None = None
+        self.pool: Pool | None = None
         self.trials: list[dict[str, Any]] = []
 
     def model(self, params: BehaviorParams) -> BehaviorModel:
@@ -123,13 +122,11 @@ class _Search:
         if key in self.scores:
             return self.scores[key]
         started = time.perf_counter()
-        if self.behavior_key != params:  # fusion trials reuse one model's scores and top
-            self.behavior = self.holdout.behavior_scores(self.model(params))
-            self.candidates = self.holdout.candidates(self.behavior, self.k)
-            self.behavior_key = params
+        if self.pool_key != params:  # fusion trials reuse one model's candidates
+            self.pool = self.holdout.behavior_pool(self.model(params), candidate_depth(self.k))
+            self.pool_key = params
         result = self.holdout.evaluate(self.model(params), fusion, k=self.k,
-                                       text_vectors=text_vectors, behavior=self.behavior,
-                                       candidates=self.candidates)
+                                       text_vectors=text_vectors, pool=self.pool)
         self.trials.append({"params": asdict(params), "fusion": asdict(fusion or Fusion()),
                             "recall": result.recall, "ndcg": result.ndcg,
                             "seconds": round(time.perf_counter() - started, 2)})

@@ -22,6 +22,22 @@ USER_TEXT_HALF_LIFE = 90 * 86400.0  # pyembed.half_life default, as user refresh
 # pyembed.recommend_behavior fuses the behavior top least(4k, 1000) (sql/functions/40_recommend.sql)
 CANDIDATES_PER_K = 4
 MAX_CANDIDATES = 1000
+# Dense users x catalog scores are computed this many cells at a time (128 MB of float64):
+# a million-event catalog of 100k items would otherwise need gigabytes per score matrix.
+SCORE_CELLS = 16_000_000
+
+
+@dataclass(frozen=True)
+class Pool:
+    """Each scored user's best unseen columns (rows follow ``Holdout.users``; -1 past the
+    unseen items) and their scores (-inf there), best first."""
+
+    cols: np.ndarray
+    scores: np.ndarray
+
+    def head(self, depth: int) -> Pool:
+        """The best ``depth`` columns of each row."""
+        return Pool(self.cols[:, :depth], self.scores[:, :depth])
 
 
 @dataclass
@@ -72,42 +88,77 @@ class Holdout:
         popular = set(np.argsort(-counts, kind="stable")[:100].tolist())
         return cls(train, catalog, users, relevant, seen, popular)
 
-    def behavior_scores(self, model: BehaviorModel, extra_items: np.ndarray | None = None,
-                        extra_vectors: np.ndarray | None = None) -> np.ndarray:
-        """Dense (users, catalog) inner products; items without a vector score -inf.
-        ``extra_items``/``extra_vectors`` add vectors for items the model lacks (cold items).
+    def behavior_pool(self, model: BehaviorModel, depth: int,
+                      extra_items: np.ndarray | None = None,
+                      extra_vectors: np.ndarray | None = None) -> Pool:
+        """Each user's best ``depth`` unseen columns by inner product with the model's item
+        vectors, and their scores; items without a vector are never listed. ``extra_items`` /
+        ``extra_vectors`` add vectors for items the model lacks (cold items). Users are scored
+        in chunks of at most :data:`SCORE_CELLS` cells, so memory does not grow with
+        users x catalog.
+
+        Example::
+
+            pool = holdout.behavior_pool(model, 40)
         """
         mine = np.isin(self.train.user_ids, self.users)
         users, vectors = model.fold_in_users(self.train.subset(mine))
         rows = np.zeros((len(self.users), model.dimension), dtype=np.float32)
         rows[np.searchsorted(self.users, users)] = vectors
-        scores = np.full((len(self.users), len(self.catalog)), -np.inf)
+        items = np.zeros((len(self.catalog), model.dimension), dtype=np.float32)
+        has_vector = np.zeros(len(self.catalog), dtype=bool)
         cols = np.searchsorted(self.catalog, model.items)
         ok = (cols < len(self.catalog)) & (self.catalog[np.minimum(cols, len(self.catalog) - 1)]
                                            == model.items)
-        scores[:, cols[ok]] = rows @ model.item_vectors[ok].T
+        items[cols[ok]] = model.item_vectors[ok]
+        has_vector[cols[ok]] = True
         if extra_items is not None and extra_vectors is not None and len(extra_items):
-            scores[:, np.searchsorted(self.catalog, extra_items)] = rows @ extra_vectors.T
-        return scores
+            extra = np.searchsorted(self.catalog, extra_items)
+            items[extra] = extra_vectors
+            has_vector[extra] = True
+        pools = [self.pool_from_scores(np.where(has_vector, rows[chunk] @ items.T, -np.inf),
+                                       depth, chunk)
+                 for chunk in self._chunks()]
+        return Pool(np.vstack([p.cols for p in pools]), np.vstack([p.scores for p in pools]))
 
-    def text_cosines(self, text_vectors: np.ndarray,
+    def pool_from_scores(self, scores: np.ndarray, depth: int,
+                         chunk: slice | None = None) -> Pool:
+        """The best ``depth`` unseen columns of dense ``scores`` whose rows are the users of
+        ``chunk`` (default: all users)."""
+        seen = self.seen if chunk is None else self.seen[chunk]
+        top = top_k_unseen(scores, seen, depth)
+        at = np.take_along_axis(np.asarray(scores, dtype=np.float64), np.maximum(top, 0), axis=1)
+        return Pool(top, np.where(top >= 0, at, -np.inf))
+
+    def _chunks(self) -> list[slice]:
+        step = max(1, SCORE_CELLS // max(len(self.catalog), 1))
+        return [slice(lo, min(lo + step, len(self.users)))
+                for lo in range(0, max(len(self.users), 1), step)]
+
+    def text_cosines(self, text_vectors: np.ndarray, cols: np.ndarray,
                      half_life_seconds: float | None = USER_TEXT_HALF_LIFE) -> np.ndarray:
-        """(users, catalog) cosine of each user's long-term text vector with each item's
-        (``text_vectors`` rows follow ``catalog`` and are L2-normalized); cached."""
+        """Cosine of each user's long-term text vector with the items of ``cols`` (users x n
+        columns; ``text_vectors`` rows follow ``catalog`` and are L2-normalized); the user
+        vectors are cached."""
         key = ("text", id(text_vectors), half_life_seconds)
         if key not in self.cache:
-            self.cache[key] = self._text_cosines(text_vectors, half_life_seconds)
-        return self.cache[key]
+            self.cache[key] = self._text_users(text_vectors, half_life_seconds)
+        users = self.cache[key]
+        out = np.empty(cols.shape, dtype=np.float64)
+        for chunk in self._chunks():
+            out[chunk] = np.einsum("ud,ucd->uc", users[chunk],
+                                   text_vectors[np.maximum(cols[chunk], 0)])
+        return out
 
-    def _text_cosines(self, text_vectors: np.ndarray,
-                      half_life_seconds: float | None) -> np.ndarray:
+    def _text_users(self, text_vectors: np.ndarray,
+                    half_life_seconds: float | None) -> np.ndarray:
         mine = self.train.subset(np.isin(self.train.user_ids, self.users))
         mapped = Events(mine.user_ids, np.searchsorted(self.catalog, mine.item_ids),
                         mine.type_weights, mine.is_rating, mine.values, mine.occurred_at,
                         mine.event_ids)
-        users = text_user_vectors(mapped, self.users, text_vectors,
-                                  half_life_seconds=half_life_seconds)
-        return np.asarray(users @ text_vectors.T, dtype=np.float64)
+        return np.asarray(text_user_vectors(mapped, self.users, text_vectors,
+                                            half_life_seconds=half_life_seconds),
+                          dtype=np.float32)
 
     def popularity(self, half_life_seconds: float | None) -> np.ndarray:
         """Popularity of every catalog column from the training events; cached."""
@@ -120,10 +171,6 @@ class Holdout:
         self.cache[key] = popularity_scores(mapped, len(self.catalog), half_life_seconds)
         return self.cache[key]
 
-    def top_k(self, scores: np.ndarray, k: int) -> np.ndarray:
-        """Best k unseen columns per scored user."""
-        return top_k_unseen(scores, self.seen, k)
-
     def score(self, top: np.ndarray, k: int, *,
               only: dict[int, set[int]] | None = None) -> ListScore:
         """Recall/NDCG@k, coverage and popular share of top-k lists (rows follow ``users``);
@@ -132,35 +179,34 @@ class Holdout:
         return score_lists(lists, self.relevant if only is None else only, k,
                            catalog_size=len(self.catalog), popular=self.popular)
 
-    def candidates(self, behavior: np.ndarray, k: int) -> np.ndarray:
-        """Each user's behavior top ``CANDIDATES_PER_K * k`` unseen columns (-1 past the
-        unseen items): the pool ``pyembed.recommend_behavior`` fuses."""
-        return self.top_k(behavior, min(CANDIDATES_PER_K * k, MAX_CANDIDATES))
-
     def evaluate(self, model: BehaviorModel, fusion: Fusion | None = None, *, k: int = 10,
-                 text_vectors: np.ndarray | None = None, behavior: np.ndarray | None = None,
-                 candidates: np.ndarray | None = None) -> ListScore:
-        """Score a model, fused as served when ``fusion`` has non-zero weights: the behavior
-        top ``CANDIDATES_PER_K * k`` re-ranked by :meth:`Fusion.combine`. ``behavior`` (the
-        model's :meth:`behavior_scores`) and ``candidates`` (:meth:`candidates`) may be given
-        when already computed.
+                 text_vectors: np.ndarray | None = None, pool: Pool | None = None) -> ListScore:
+        """Score a model, fused as served when ``fusion`` has non-zero weights: each user's
+        behavior top ``CANDIDATES_PER_K * k`` (the pool ``pyembed.recommend_behavior`` fuses)
+        re-ranked by :meth:`Fusion.combine`. ``pool`` (:meth:`behavior_pool` of at least that
+        depth) may be given when already computed.
 
         Example::
 
             print(holdout.evaluate(model, k=10).ndcg)
         """
-        scores = self.behavior_scores(model) if behavior is None else behavior
+        if pool is None:
+            pool = self.behavior_pool(model, candidate_depth(k))
         if fusion is None or not (fusion.text or fusion.popularity):
-            return self.score(self.top_k(scores, k), k)
-        pool = self.candidates(scores, k) if candidates is None else candidates
-        cols = np.maximum(pool, 0)
-        behavior_at = np.where(pool >= 0, np.take_along_axis(scores, cols, axis=1), -np.inf)
-        text = (np.take_along_axis(self.text_cosines(text_vectors), cols, axis=1)
+            return self.score(pool.cols[:, :k], k)
+        pool = pool.head(candidate_depth(k))
+        cols = np.maximum(pool.cols, 0)
+        text = (self.text_cosines(text_vectors, pool.cols)
                 if fusion.text and text_vectors is not None else None)
         pop = self.popularity(fusion.popularity_half_life_seconds)
         top_pop = float(pop.max()) if len(pop) else 0.0
-        fused = fusion.combine(behavior_at, text, (pop / top_pop if top_pop > 0 else pop)[cols])
+        fused = fusion.combine(pool.scores, text, (pop / top_pop if top_pop > 0 else pop)[cols])
         order = np.argsort(-fused, axis=1, kind="stable")[:, :k]
-        top = np.take_along_axis(pool, order, axis=1)
+        top = np.take_along_axis(pool.cols, order, axis=1)
         top = np.where(np.take_along_axis(fused, order, axis=1) == -np.inf, -1, top)
         return self.score(top, k)
+
+
+def candidate_depth(k: int) -> int:
+    """How many behavior candidates ``pyembed.recommend_behavior`` fuses for k results."""
+    return min(CANDIDATES_PER_K * k, MAX_CANDIDATES)
