@@ -14,7 +14,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
@@ -71,29 +71,33 @@ def read_events(conn: psycopg.Connection[Any],
     return events, int(events.event_ids.max())
 
 
-def _by_user(events: Events) -> Iterator[tuple[int, Events]]:
-    order = np.lexsort((events.event_ids, events.user_ids))
-    users = events.user_ids[order]
-    starts = np.flatnonzero(np.r_[True, users[1:] != users[:-1]])
-    for lo, hi in zip(starts, np.r_[starts[1:], len(users)], strict=True):
-        yield int(users[lo]), events.subset(order[lo:hi])
+@dataclass(frozen=True)
+class UserVectors:
+    """Behavior vectors of the users of some events (rows follow ``users``, sorted), with
+    their event counts and newest event ids; users with a zero vector are left out."""
+
+    users: np.ndarray
+    vectors: np.ndarray
+    events: np.ndarray
+    watermarks: np.ndarray
 
 
-def user_vector(model: BehaviorModel, events: Events) -> np.ndarray:
-    """One user's behavior vector from their events (ages from their latest event)."""
-    return model.fold_in_events(events.item_ids, events.type_weights, events.is_rating,
-                                events.values, occurred_at=events.occurred_at,
-                                event_ids=events.event_ids)
+def user_vectors(model: BehaviorModel, events: Events) -> UserVectors:
+    """Every user's behavior vector from their events (the batched fold-in: one sparse
+    product for all users, the same vectors as one fold-in per user).
 
+    Example::
 
-def user_vectors(model: BehaviorModel, events: Events) -> dict[int, np.ndarray]:
-    """Every user's behavior vector (users whose vector is zero are left out)."""
-    out = {}
-    for user_id, mine in _by_user(events):
-        vector = user_vector(model, mine)
-        if np.any(vector):
-            out[user_id] = vector
-    return out
+        found = user_vectors(model, events)
+        print(found.users[:3], found.vectors.shape)
+    """
+    users, vectors = model.fold_in_users(events)
+    rows = np.searchsorted(users, events.user_ids)
+    counts = np.bincount(rows, minlength=len(users))
+    watermarks = np.full(len(users), np.iinfo(np.int64).min)
+    np.maximum.at(watermarks, rows, events.event_ids)
+    kept = np.any(vectors != 0, axis=1)
+    return UserVectors(users[kept], vectors[kept], counts[kept], watermarks[kept])
 
 
 def choose(events: Events, *, holdout: int = VALIDATION_HOLDOUT,
@@ -190,13 +194,13 @@ def _copy_item_vectors(conn: psycopg.Connection[Any], model_id: int,
 
 
 def _copy_user_vectors(conn: psycopg.Connection[Any], model_id: int,
-                       vectors: dict[int, np.ndarray], counts: dict[int, int],
-                       watermarks: dict[int, int]) -> None:
+                       found: UserVectors) -> None:
     with conn.cursor() as cur, cur.copy(sqlfiles.read("queries/behavior_copy_users.sql")) as copy:
         copy.set_types(["integer", "bigint", "text", "vector", "integer", "bigint"])
-        for user_id, vector in vectors.items():
-            copy.write_row((model_id, user_id, "long_term", vector, counts[user_id],
-                            watermarks[user_id]))
+        for user_id, vector, count, watermark in zip(found.users.tolist(), found.vectors,
+                                                     found.events.tolist(),
+                                                     found.watermarks.tolist(), strict=True):
+            copy.write_row((model_id, user_id, "long_term", vector, count, watermark))
 
 
 def train_behavior(conn: psycopg.Connection[Any], *, full: bool = False,
@@ -234,8 +238,7 @@ def train_behavior(conn: psycopg.Connection[Any], *, full: bool = False,
                                       {int(k): int(v) for k, v in warm_counts.items()})
     item_vectors = {int(i): model.item_vectors[j] for j, i in enumerate(model.items)}
     item_vectors.update(cold)
-    users = {u: (user_vector(model, mine), len(mine), int(mine.event_ids.max()))
-             for u, mine in _by_user(events)}
+    users = user_vectors(model, events)
     state = model.state()
     version = f"{time.strftime('%Y%m%d-%H%M%S')}.{time.time_ns() // 1000 % 10**6:06d}-e{watermark}"
     try:
@@ -250,9 +253,7 @@ def train_behavior(conn: psycopg.Connection[Any], *, full: bool = False,
         assert row is not None
         model_id = int(row[0])
         _copy_item_vectors(conn, model_id, item_vectors, cold_hashes)
-        kept = {u: v for u, v in users.items() if np.any(v[0])}
-        _copy_user_vectors(conn, model_id, {u: v[0] for u, v in kept.items()},
-                           {u: v[1] for u, v in kept.items()}, {u: v[2] for u, v in kept.items()})
+        _copy_user_vectors(conn, model_id, users)
         if activate:
             conn.execute(sqlfiles.read("queries/model_activate.sql"),
                          {"model_id": model_id, "force": True})
@@ -270,9 +271,9 @@ def train_behavior(conn: psycopg.Connection[Any], *, full: bool = False,
     seconds = time.perf_counter() - started
     log.info("behavior model %s:%s (%s, d=%d): %d trained + %d cold items, %d users, %.1f s",
              name, version, model.params.method, model.dimension, len(model.items), len(cold),
-             len(users), seconds)
+             len(users.users), seconds)
     return TrainResult(model_id, f"{name}:{version}", model.params.method, model.dimension,
-                       len(model.items), len(cold), len(users), len(events), fusion, report,
+                       len(model.items), len(cold), len(users.users), len(events), fusion, report,
                        round(seconds, 3), asdict(model.params))
 
 
@@ -313,12 +314,12 @@ def fold_in_users(conn: psycopg.Connection[Any], user_ids: Sequence[int],
     model = load_behavior_model(conn, model_id)
     events, _ = read_events(conn, list(user_ids))
     written = 0
-    params = []
-    for user_id, mine in _by_user(events):
-        vector = user_vector(model, mine)
-        if np.any(vector):
-            params.append({"model_id": model_id, "user_id": user_id, "embedding": vector,
-                           "events": len(mine), "watermark": int(mine.event_ids.max())})
+    found = user_vectors(model, events)
+    params = [{"model_id": model_id, "user_id": user_id, "embedding": vector, "events": count,
+               "watermark": watermark}
+              for user_id, vector, count, watermark in zip(
+                  found.users.tolist(), found.vectors, found.events.tolist(),
+                  found.watermarks.tolist(), strict=True)]
     conn.execute(sqlfiles.read("queries/behavior_user_delete.sql"),
                  {"model_id": model_id, "users": list(user_ids)})
     if params:

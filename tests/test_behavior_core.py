@@ -275,5 +275,35 @@ def test_behavior_pool_in_user_chunks_equals_one_dense_pass(
     assert holdout.evaluate(model, Fusion(text=0.3, popularity=0.1), k=3,
                             text_vectors=text) == fused_whole
     # the seen items are never candidates
-    for row, user in enumerate(holdout.users):
+    for row in range(len(holdout.users)):
         assert not set(holdout.seen[row].indices) & set(chunked.cols[row].tolist())
+
+
+def test_holdout_score_equals_the_list_scorer() -> None:
+    """The vectorized Holdout.score gives score_lists' numbers (recall, NDCG, coverage,
+    popular share), with -1 padding and a cold-items-only relevance."""
+    from pyembed_db.baselines import score_lists
+    from pyembed_db.behavior.validation import Holdout
+
+    rng = np.random.default_rng(3)
+    n_users, n_items, k = 30, 50, 5
+    train_ev = Events.from_arrays(np.repeat(np.arange(n_users), 3), rng.integers(0, n_items, 90),
+                                  np.ones(90), np.zeros(90, bool), np.ones(90),
+                                  np.arange(90.0), np.arange(90))
+    held = Events.from_arrays(np.repeat(np.arange(n_users), 4), rng.integers(0, n_items, 120),
+                              np.ones(120), np.zeros(120, bool), np.ones(120),
+                              np.arange(90.0, 210.0), np.arange(90, 210))
+    holdout = Holdout.build(train_ev, held, catalog=np.arange(n_items))
+    top = np.stack([rng.permutation(n_items)[:k] for _ in holdout.users])  # distinct items
+    top[::4, 3:] = -1  # short lists
+    only = {u: set(list(items)[:1]) for u, items in list(holdout.relevant.items())[::2]}
+    for relevant in (holdout.relevant, only):
+        lists = {int(u): [c for c in row.tolist() if c >= 0]
+                 for u, row in zip(holdout.users, top, strict=True)}
+        expected = score_lists(lists, relevant, k, catalog_size=n_items,
+                               popular=holdout.popular)
+        got = holdout.score(top, k, only=None if relevant is holdout.relevant else relevant)
+        assert got.users == expected.users > 0
+        assert np.allclose([got.recall, got.ndcg, got.coverage, got.popular_share],
+                           [expected.recall, expected.ndcg, expected.coverage,
+                            expected.popular_share])
