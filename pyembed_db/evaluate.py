@@ -30,6 +30,7 @@ import statistics
 import time
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Any
@@ -147,10 +148,10 @@ def _popular_lists(conn: psycopg.Connection[Any], users: list[int], k: int,
     if not exclude_seen:
         rows = conn.execute(sqlfiles.read("queries/evaluate_popular.sql"), {"k": k}).fetchall()
         return {u: [int(r[0]) for r in rows] for u in users}
-    pairs = np.unique(np.stack([training.user_ids, training.item_ids]), axis=1)
-    starts = np.flatnonzero(np.r_[True, pairs[0, 1:] != pairs[0, :-1]])
-    seen = {int(pairs[0, lo]): set(pairs[1, lo:hi].tolist())
-            for lo, hi in zip(starts, np.r_[starts[1:], pairs.shape[1]], strict=True)}
+    pair_users, pair_items = training.pairs()
+    starts = np.flatnonzero(np.r_[True, pair_users[1:] != pair_users[:-1]])
+    seen = {int(pair_users[lo]): set(pair_items[lo:hi].tolist())
+            for lo, hi in zip(starts, np.r_[starts[1:], len(pair_users)], strict=True)}
     depth = min(1000, k + max((len(v) for v in seen.values()), default=0))
     ranking = [int(r[0]) for r in
                conn.execute(sqlfiles.read("queries/evaluate_popular.sql"), {"k": depth})]
@@ -190,26 +191,34 @@ def _recommend_p50_ms(conn: psycopg.Connection[Any], users: list[int], k: int,
     return 1000 * statistics.median(timings) if timings else 0.0
 
 
-def _baseline_lists(events: Events, users: list[int],
-                    k: int) -> dict[str, dict[int, list[int]]]:
-    """Top-k lists of the numpy baselines, trained on the training events (seen excluded)."""
+def _baseline_lists(events: Events, users: list[int], k: int,
+                   progress: bool) -> tuple[dict[str, dict[int, list[int]]], dict[str, str]]:
+    """Top-k lists of the numpy baselines, trained on the training events (seen excluded),
+    and the baselines skipped with the reason (EASE past ``baselines.EASE_MAX_ITEMS``)."""
     inter = events.interactions(feedback="any", half_life_seconds=None)
     row_of = {int(u): r for r, u in enumerate(inter.users)}
     rows = [row_of[u] for u in users if u in row_of]
     listed = [u for u in users if u in row_of]
-    out = {}
-    for name, recommend in (
+    out, skipped = {}, {}
+    chosen = [
         ("baseline popularity (counts)", baselines.popularity),
         ("baseline item-kNN (k=100)", baselines.item_knn),
         ("baseline EASE (lambda=500)", baselines.ease),
         ("baseline ALS (implicit, 64 factors)", baselines.als),
-    ):
+    ]
+    for name, recommend in tqdm(chosen, desc="evaluate: baselines", unit="baseline",
+                                disable=not progress, position=1):
+        if recommend is baselines.ease and inter.matrix.shape[1] > baselines.EASE_MAX_ITEMS:
+            skipped[name] = (f"{inter.matrix.shape[1]:,} items: EASE inverts an items x items "
+                             f"matrix, run only up to {baselines.EASE_MAX_ITEMS:,} items")
+            log.info("%s skipped: %s", name, skipped[name])
+            continue
         started = time.perf_counter()
         top = recommend(inter.matrix, k)[rows]
         log.info("%s: %.2f s", name, time.perf_counter() - started)
         out[name] = {u: [int(inter.items[j]) for j in cols if j >= 0]
                      for u, cols in zip(listed, top, strict=True)}
-    return out
+    return out, skipped
 
 
 def _popular_items(events: Events) -> tuple[set[int], dict[int, int]]:
@@ -271,18 +280,22 @@ def evaluate(conn: psycopg.Connection[Any], *, holdout: int | None = 10,
         popular, training_counts = _popular_items(training)
         cold = _cold_relevant(relevant, training_counts)
         results, cold_results = [], []
-        for name, method, vectors, blend in METHODS:
-            if name not in chosen or (method == "behavior" and trained is None):
-                continue
-            for exclude_seen in exclusion:
-                lists = _method_lists(conn, name, method, vectors, blend, users, k, exclude_seen,
-                                      model_id, progress, training)
-                results.append(_score(name, exclude_seen, lists, relevant, k, catalog_size,
-                                      popular, "postgres"))
-                if exclude_seen:
-                    cold_results.append(_score(name, True, lists, cold, k, catalog_size,
-                                               popular, "postgres"))
-        for name, lists in _baseline_lists(training, users, k).items():
+        # The baselines train in numpy while Postgres serves the methods: two cores, both busy.
+        with ThreadPoolExecutor(max_workers=1) as background:
+            baselines_done = background.submit(_baseline_lists, training, users, k, progress)
+            for name, method, vectors, blend in METHODS:
+                if name not in chosen or (method == "behavior" and trained is None):
+                    continue
+                for exclude_seen in exclusion:
+                    lists = _method_lists(conn, name, method, vectors, blend, users, k,
+                                          exclude_seen, model_id, progress, training)
+                    results.append(_score(name, exclude_seen, lists, relevant, k, catalog_size,
+                                          popular, "postgres"))
+                    if exclude_seen:
+                        cold_results.append(_score(name, True, lists, cold, k, catalog_size,
+                                                   popular, "postgres"))
+            baseline_lists, skipped = baselines_done.result()
+        for name, lists in baseline_lists.items():
             results.append(_score(name, True, lists, relevant, k, catalog_size, popular,
                                   "numpy"))
             cold_results.append(_score(name, True, lists, cold, k, catalog_size, popular,
@@ -301,6 +314,7 @@ def evaluate(conn: psycopg.Connection[Any], *, holdout: int | None = 10,
             "validation": trained.validation.get("chosen"), "train_seconds": trained.seconds},
         "recommend_p50_ms": p50,
         "results": results,
+        "skipped_baselines": skipped,
         "cold_items": {"training_events_below": COLD_EVENTS, "results": cold_results},
     }
 

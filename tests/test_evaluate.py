@@ -104,3 +104,21 @@ def test_methods_scored_are_the_ones_asked_for(db_url: str, tiny: dict[str, Any]
     # A method scores the same whichever others run beside it.
     assert _by_method(quick)[("popularity", True)] == _by_method(full)[("popularity", True)]
     assert _by_method(quick)[("default", True)] == _by_method(full)[("default", True)]
+
+
+def test_ease_is_skipped_past_its_catalog_limit_and_said_so(
+        db_url: str, tiny: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    """EASE inverts an items x items matrix: past EASE_MAX_ITEMS evaluate leaves it out and
+    names it with the reason; the other baselines are still scored."""
+    from pyembed_db import baselines
+
+    with connect(db_url) as conn:
+        full = evaluate(conn, holdout=1, k=1)
+        monkeypatch.setattr(baselines, "EASE_MAX_ITEMS", 3)
+        small = evaluate(conn, holdout=1, k=1)
+    ease = "baseline EASE (lambda=500)"
+    assert ease in {r["method"] for r in full["results"]} and full["skipped_baselines"] == {}
+    assert ease not in {r["method"] for r in small["results"]}
+    assert "EASE inverts" in small["skipped_baselines"][ease]
+    assert {r["method"] for r in small["results"]} == \
+        {r["method"] for r in full["results"]} - {ease}

@@ -178,7 +178,7 @@ def tune(events: Events, *, holdout: int = 10, k: int = 10, method: str = "auto"
     n_items = len(np.unique(fit_events.item_ids))
     params = (start or BehaviorParams(method=method))
     space = dict(grid.ease_lr if params.method == "ease_lr" else grid.ials)
-    pairs = np.unique(np.stack([fit_events.user_ids, fit_events.item_ids]), axis=1).shape[1]
+    pairs = len(fit_events.pairs()[0])
     per_item = pairs / max(n_items, 1)
     params = params.resolved(n_items, pairs)
     if "regularization_scale" in space:

@@ -173,8 +173,10 @@ def _evaluate(args: argparse.Namespace) -> int:
         trained = (f"\nbehavior model: {behavior['method']}, d={behavior['dimensions']}, "
                    f"trained in {behavior['train_seconds']} s, fusion {behavior['fusion']}"
                    if behavior else "")
-        return (head + "\n" + table(rows) + "\n\ncold items (held-out items with fewer than "
-                f"{cold['training_events_below']} training events; seen excluded):\n"
+        skipped = "".join(f"\n{name}: skipped ({why})"
+                          for name, why in d["skipped_baselines"].items())
+        return (head + "\n" + table(rows) + skipped + "\n\ncold items (held-out items with "
+                f"fewer than {cold['training_events_below']} training events; seen excluded):\n"
                 + table(cold_rows) + f"\n\nrecommend p50 (default method): "
                 f"{d['recommend_p50_ms']:.1f} ms" + trained)
 
