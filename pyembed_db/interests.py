@@ -37,7 +37,8 @@ def choose_k(n_items: int, k_max: int = 4, min_items: int = 10) -> int:
 
 def _normalize(rows: Matrix) -> Matrix:
     norms = np.linalg.norm(rows, axis=-1, keepdims=True)
-    return rows / np.where(norms > 0, norms, 1.0)
+    norms[norms == 0] = 1.0
+    return np.asarray(rows / norms, dtype=np.float32)
 
 
 def _init_centers(x: Matrix, w: Vector, k: int, rng: np.random.Generator) -> Matrix:
