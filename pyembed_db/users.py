@@ -18,6 +18,7 @@ import numpy as np
 import psycopg
 from pgvector import Vector
 from threadpoolctl import threadpool_limits
+from tqdm import tqdm
 
 from . import sqlfiles
 from .active import active_model_id
@@ -88,23 +89,38 @@ def refresh_user(conn: psycopg.Connection[Any], user: UserRef, *, interests: boo
 
 
 def refresh_users(conn: psycopg.Connection[Any], *, batch_size: int = 1000,
-                  since: datetime | None = None, interests: bool = True) -> int:
+                  since: datetime | None = None, interests: bool = True,
+                  every_user: bool = False, progress: bool = False) -> int:
     """Drain the user queue batch by batch (committing each); returns users refreshed.
 
-    ``since`` first queues users with events at or after it that their vectors miss.
+    ``since`` first queues users with events at or after it that their vectors miss;
+    ``every_user`` first queues every user who has events (``pyembed.queue_users()``: a full
+    refresh). ``progress`` shows a bar on stderr.
 
     Example::
 
         refresh_users(conn)   # after loading events
+        refresh_users(conn, every_user=True, progress=True)   # after changing a setting
     """
+    if every_user:
+        try:
+            conn.execute(sqlfiles.read("queries/user_queue_all.sql"))
+            conn.commit()
+        except psycopg.Error as exc:
+            conn.rollback()
+            raise translate(exc) from exc
+    row = conn.execute(sqlfiles.read("queries/user_queue_ready.sql")).fetchone()
     total = 0
     first = True
-    while True:
-        done = _refresh_batch(conn, batch_size, since if first else None, interests)
-        first = False
-        total += done
-        if done == 0:
-            return total
+    with tqdm(total=int(row[0]) if row else None, desc="refresh users", unit="user",
+              disable=not progress) as bar:
+        while True:
+            done = _refresh_batch(conn, batch_size, since if first else None, interests)
+            first = False
+            total += done
+            bar.update(done)
+            if done == 0:
+                return total
 
 
 def refresh_step(conn: psycopg.Connection[Any], batch_size: int = 1000) -> int:

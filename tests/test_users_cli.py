@@ -85,3 +85,27 @@ def test_refresh_recommend_evaluate(data: str, capsys: pytest.CaptureFixture[str
 def test_unknown_user_is_a_clean_error(data: str, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["--database-url", data, "recommend", "nobody"]) == 2
     assert "unknown user 'nobody'" in capsys.readouterr().err
+
+
+def test_refresh_all_requeues_every_user_with_events(data: str,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    """`refresh-users --all` (pyembed.queue_users()) rebuilds every user's vectors even when the
+    queue is empty; an unknown id given to queue_users is PE003 and queues nobody."""
+    import psycopg
+
+    assert run(data, "refresh-users", "--json", capsys=capsys)[0] == 0
+    with connect(data) as conn:
+        conn.execute("delete from pyembed.user_embeddings")
+        conn.commit()
+    code, out = run(data, "refresh-users", "--json", capsys=capsys)
+    assert code == 0 and json.loads(out) == {"users_refreshed": 0}  # nothing was queued
+    code, out = run(data, "refresh-users", "--all", "--json", capsys=capsys)
+    assert code == 0 and json.loads(out) == {"users_refreshed": 4}
+    with connect(data) as conn:
+        assert conn.execute("select count(distinct user_id) from pyembed.user_embeddings "
+                            "where kind = 'long_term'").fetchone() == (4,)
+        with pytest.raises(psycopg.Error) as unknown:
+            conn.execute("select pyembed.queue_users(array[987654321::bigint])")
+        assert unknown.value.sqlstate == "PE003"
+        conn.rollback()
+        assert conn.execute("select count(*) from pyembed.user_queue").fetchone() == (0,)

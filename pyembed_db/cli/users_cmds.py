@@ -35,14 +35,19 @@ def register(subparsers: Any) -> None:
         "Recompute the long-term, short-term and interest vectors of the users queued by new "
         "events (all of them, batch by batch), or of one user with --user. --since also "
         "re-queues users with events at or after a time that their vectors do not include "
-        "(e.g. after a bulk load with triggers off)."
-        "\n\nExamples:\n  pyembed-db refresh-users\n  pyembed-db refresh-users --user 196 --json")
-    refresh.add_argument("--user", metavar="EXTERNAL_ID", help="refresh only this user")
+        "(e.g. after a bulk load with triggers off); --all re-queues every user with events "
+        "(e.g. after changing pyembed.half_life)."
+        "\n\nExamples:\n  pyembed-db refresh-users\n  pyembed-db refresh-users --all\n"
+        "  pyembed-db refresh-users --user 196 --json")
+    who = refresh.add_mutually_exclusive_group()
+    who.add_argument("--user", metavar="EXTERNAL_ID", help="refresh only this user")
+    who.add_argument("--all", action="store_true", help="refresh every user with events")
     refresh.add_argument("--since", type=timestamp_argument, metavar="TIMESTAMP",
                          help="also re-queue users with unincluded events since then")
     refresh.add_argument("--batch", type=int, default=1000, help="users per transaction")
     refresh.add_argument("--no-interests", action="store_true",
                          help="skip the multi-interest vectors (SQL only, like pg_cron)")
+    refresh.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     refresh.set_defaults(handler=_refresh)
 
     rec = _command(
@@ -109,7 +114,8 @@ def _refresh(args: argparse.Namespace) -> int:
             emit(args, data, lambda d: f"user {d['user']}: {d['vectors']} vectors")
             return 0
         done = users.refresh_users(conn, batch_size=args.batch, since=args.since,
-                                   interests=not args.no_interests)
+                                   interests=not args.no_interests, every_user=args.all,
+                                   progress=not (args.no_progress or args.json))
     emit(args, {"users_refreshed": done}, lambda d: f"refreshed {d['users_refreshed']} users")
     return 0
 

@@ -270,6 +270,38 @@ begin
 end
 $$;
 
+-- Queue users for a refresh: `users`, or with null every user who has events; returns the users
+-- queued. A full refresh from SQL alone: `select pyembed.queue_users()`, then
+-- `select pyembed.refresh_users()` until it returns 0. `do update` for the reason the events
+-- trigger gives (events_enqueue_users): a user a worker is refreshing now is queued again.
+create or replace function pyembed.queue_users(users bigint[] default null)
+returns integer
+language plpgsql volatile security invoker
+set search_path to pg_catalog, pg_temp
+as $$
+declare
+    unknown bigint;
+    queued integer;
+begin
+    select x into unknown from unnest(users) x
+    where not exists (select from pyembed.users u where u.user_id = x) limit 1;
+    if unknown is not null then
+        raise exception 'unknown user_id %', unknown using errcode = 'PE003';
+    end if;
+    insert into pyembed.user_queue (user_id)
+    select u.user_id from pyembed.users u
+    where case when users is null
+               then exists (select from pyembed.events e where e.user_id = u.user_id)
+               else u.user_id = any (users) end
+    on conflict (user_id) do update set enqueued_at = pyembed.user_queue.enqueued_at;
+    get diagnostics queued = row_count;
+    if queued > 0 then
+        perform pg_notify('pyembed_work', 'users');
+    end if;
+    return queued;
+end
+$$;
+
 -- The pg_cron / worker entry point: `select pyembed.refresh_users()` refreshes one batch of
 -- queued users and returns how many.
 create or replace function pyembed.refresh_users(
