@@ -23,7 +23,8 @@ of the server backends (resident minus shared pages, summed over the postmaster'
   catalog; the other items then get synthetic vectors near a sampled item's (cheap, and the
   later steps only need vectors of the right shape and clustering);
 - ``index``: the HNSW build (``pyembed.ensure_model_index``);
-- ``refresh_users``: :func:`pyembed_db.refresh_users` over every user the load queued;
+- ``refresh_users``: :func:`pyembed_db.refresh_users` over every user with events (a full
+  refresh: ``every_user=True``);
 - ``evaluate``: :func:`pyembed_db.evaluate` (last 10 events per user held out);
 - ``search`` / ``recommend``: p50 latency of :func:`pyembed_db.search` (a vector query) and
   :func:`pyembed_db.recommend` (30 queries after 5 warm-up ones).
@@ -350,7 +351,7 @@ def step_refresh(url: str, admin: str) -> dict[str, Any]:
     import pyembed_db as pe
 
     with pe.connect(named(url)) as conn, measured(admin) as result:
-        result["users"] = call(pe.refresh_users, conn, progress=False)
+        result["users"] = call(pe.refresh_users, conn, every_user=True, progress=False)
         conn.commit()
     return result
 
@@ -622,7 +623,6 @@ def main() -> None:
     unknown = set(args.steps) - set(STEPS) or set(args.sizes.split(",")) - set(SIZES)
     if unknown:
         parser.error(f"unknown: {', '.join(sorted(unknown))}")
-    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     pgdata = Path(args.data_dir) / "pgdata"
     admin_url = ensure_server(pgdata, args.shared_buffers)
     if args.explain:
