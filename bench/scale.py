@@ -518,6 +518,10 @@ def run_size(size: str, args: argparse.Namespace, admin: str, results: dict[str,
     if any(s.startswith("load_") for s in steps):
         url = fresh_database(admin, name)
         steps = [s for s in STEPS if s in args.steps]  # a fresh database: every step again
+    else:
+        from pyembed_db import migrate
+
+        migrate.upgrade(url)  # resumed: the function files of this checkout
     for step in steps:
         print(f"[{args.label} {size}] {step}...", flush=True)
         if step.startswith("load_"):

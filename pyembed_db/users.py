@@ -11,18 +11,21 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
 from typing import Any
 
 import numpy as np
 import psycopg
 from pgvector import Vector
-from threadpoolctl import threadpool_limits
+from psycopg.conninfo import make_conninfo
 from tqdm import tqdm
 
 from . import sqlfiles
 from .active import active_model_id
 from .arguments import check_id, check_text
+from .behavior.blas import one_thread
+from .db import connect
 from .errors import InvalidInputError, translate
 from .interests import choose_k, weighted_kmeans
 from .training import active_behavior_model, fold_in_users
@@ -90,18 +93,23 @@ def refresh_user(conn: psycopg.Connection[Any], user: UserRef, *, interests: boo
 
 def refresh_users(conn: psycopg.Connection[Any], *, batch_size: int = 1000,
                   since: datetime | None = None, interests: bool = True,
-                  every_user: bool = False, progress: bool = False) -> int:
+                  every_user: bool = False, progress: bool = False, jobs: int = 1) -> int:
     """Drain the user queue batch by batch (committing each); returns users refreshed.
 
     ``since`` first queues users with events at or after it that their vectors miss;
     ``every_user`` first queues every user who has events (``pyembed.queue_users()``: a full
-    refresh). ``progress`` shows a bar on stderr.
+    refresh). ``jobs`` > 1 drains with that many sessions at once (more connections to the
+    same database; batches are claimed with SKIP LOCKED, so each user is refreshed once):
+    the server's SQL and this process's clustering then overlap. ``progress`` shows a bar on
+    stderr.
 
     Example::
 
         refresh_users(conn)   # after loading events
-        refresh_users(conn, every_user=True, progress=True)   # after changing a setting
+        refresh_users(conn, every_user=True, jobs=2, progress=True)   # after changing half_life
     """
+    if jobs < 1:
+        raise InvalidInputError(f"jobs must be >= 1, got {jobs}")
     if every_user:
         try:
             conn.execute(sqlfiles.read("queries/user_queue_all.sql"))
@@ -110,17 +118,35 @@ def refresh_users(conn: psycopg.Connection[Any], *, batch_size: int = 1000,
             conn.rollback()
             raise translate(exc) from exc
     row = conn.execute(sqlfiles.read("queries/user_queue_ready.sql")).fetchone()
-    total = 0
-    first = True
     with tqdm(total=int(row[0]) if row else None, desc="refresh users", unit="user",
               disable=not progress) as bar:
-        while True:
-            done = _refresh_batch(conn, batch_size, since if first else None, interests)
-            first = False
-            total += done
-            bar.update(done)
-            if done == 0:
-                return total
+        first = _refresh_batch(conn, batch_size, since, interests)  # queues `since` once
+        bar.update(first)
+        if first == 0:
+            return 0
+        if jobs == 1:
+            return first + _drain(conn, batch_size, interests, bar)
+        with ThreadPoolExecutor(max_workers=jobs - 1) as pool:
+            others = [pool.submit(_drain_in_new_session, conn, batch_size, interests, bar)
+                      for _ in range(jobs - 1)]
+            mine = _drain(conn, batch_size, interests, bar)
+            return first + mine + sum(f.result() for f in others)
+
+
+def _drain(conn: psycopg.Connection[Any], batch_size: int, interests: bool,
+           bar: tqdm[Any]) -> int:
+    total = 0
+    while done := _refresh_batch(conn, batch_size, None, interests):
+        total += done
+        bar.update(done)
+    return total
+
+
+def _drain_in_new_session(conn: psycopg.Connection[Any], batch_size: int, interests: bool,
+                          bar: tqdm[Any]) -> int:
+    conninfo = make_conninfo(conn.info.dsn, password=conn.info.password or None)
+    with connect(conninfo) as session:
+        return _drain(session, batch_size, interests, bar)
 
 
 def refresh_step(conn: psycopg.Connection[Any], batch_size: int = 1000) -> int:
@@ -296,7 +322,7 @@ def write_interests(conn: psycopg.Connection[Any], user_ids: list[int], model_id
     params = []
     # One BLAS thread: threads cost more than they save on matrices of a few hundred rows
     # (7x slower on 2 cores shared with the server).
-    with threadpool_limits(1, "blas"):
+    with one_thread():
         for user_id, items in clustered.items():
             x = np.stack([vectors[int(r[1])] for r in items])
             weights = np.array([r[2] for r in items], dtype=np.float64)

@@ -12,7 +12,7 @@ from users_data import DIM, add_events, add_items, add_model, add_user, unit, us
 
 from pyembed_db import users
 from pyembed_db.db import connect
-from pyembed_db.errors import NotFoundError
+from pyembed_db.errors import InvalidInputError, NotFoundError
 
 T0 = datetime(2024, 3, 1, tzinfo=timezone.utc)
 DAY = timedelta(days=1)
@@ -180,3 +180,26 @@ def test_unknown_user_is_a_clear_error(conn: psycopg.Connection[Any],
     with pytest.raises(NotFoundError):
         users.refresh_user(conn, 987654321)
 
+
+
+def test_parallel_sessions_refresh_each_user_once_to_the_same_vectors(
+        db_url: str, world: dict[str, Any]) -> None:
+    """refresh_users(jobs=3): three sessions drain the queue (SKIP LOCKED claims) and write
+    exactly the vectors one session writes, each user once."""
+    it = world["items"]
+    state = ("select user_id, kind, slot, embedding::text, event_watermark "
+             "from pyembed.user_embeddings order by 1, 2, 3")
+    with connect(db_url) as conn:
+        people = [add_user(conn, f"par{n}") for n in range(23)]
+        add_events(conn, [(u, it[(n + k) % 6], "click", None, T0 - k * DAY)
+                          for n, u in enumerate(people) for k in range(1 + n % 5)])
+        conn.commit()
+        assert users.refresh_users(conn, batch_size=2) == 23
+        one_session = conn.execute(state).fetchall()
+        conn.execute("delete from pyembed.user_embeddings")
+        conn.commit()
+        assert users.refresh_users(conn, batch_size=2, every_user=True, jobs=3) == 23
+        assert conn.execute(state).fetchall() == one_session
+        assert conn.execute("select count(*) from pyembed.user_queue").fetchone() == (0,)
+        with pytest.raises(InvalidInputError):
+            users.refresh_users(conn, jobs=0)

@@ -47,6 +47,8 @@ def register(subparsers: Any) -> None:
     refresh.add_argument("--batch", type=int, default=1000, help="users per transaction")
     refresh.add_argument("--no-interests", action="store_true",
                          help="skip the multi-interest vectors (SQL only, like pg_cron)")
+    refresh.add_argument("--jobs", type=int, default=2,
+                         help="sessions refreshing at once (default 2)")
     refresh.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     refresh.set_defaults(handler=_refresh)
 
@@ -115,7 +117,7 @@ def _refresh(args: argparse.Namespace) -> int:
             return 0
         done = users.refresh_users(conn, batch_size=args.batch, since=args.since,
                                    interests=not args.no_interests, every_user=args.all,
-                                   progress=not (args.no_progress or args.json))
+                                   progress=not (args.no_progress or args.json), jobs=args.jobs)
     emit(args, {"users_refreshed": done}, lambda d: f"refreshed {d['users_refreshed']} users")
     return 0
 
