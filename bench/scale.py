@@ -24,7 +24,7 @@ of the server backends (resident minus shared pages, summed over the postmaster'
   later steps only need vectors of the right shape and clustering);
 - ``index``: the HNSW build (``pyembed.ensure_model_index``);
 - ``refresh_users``: :func:`pyembed_db.refresh_users` over every user with events (a full
-  refresh: ``every_user=True``);
+  refresh: ``every_user=True``, two sessions as ``refresh-users`` runs by default);
 - ``evaluate``: :func:`pyembed_db.evaluate` (last 10 events per user held out);
 - ``search`` / ``recommend``: p50 latency of :func:`pyembed_db.search` (a vector query) and
   :func:`pyembed_db.recommend` (30 queries after 5 warm-up ones).
@@ -351,7 +351,7 @@ def step_refresh(url: str, admin: str) -> dict[str, Any]:
     import pyembed_db as pe
 
     with pe.connect(named(url)) as conn, measured(admin) as result:
-        result["users"] = call(pe.refresh_users, conn, every_user=True, progress=False)
+        result["users"] = call(pe.refresh_users, conn, every_user=True, jobs=2, progress=False)
         conn.commit()
     return result
 

@@ -221,6 +221,14 @@ def _baseline_lists(events: Events, users: list[int], k: int,
     return out, skipped
 
 
+def _sample(relevant: dict[int, set[int]], max_users: int | None) -> dict[int, set[int]]:
+    """At most ``max_users`` of the scored users, the same ones for the same data (seed 0)."""
+    if max_users is None or len(relevant) <= max_users:
+        return relevant
+    chosen = np.random.default_rng(0).choice(sorted(relevant), max_users, replace=False)
+    return {int(u): relevant[int(u)] for u in sorted(chosen.tolist())}
+
+
 def _popular_items(events: Events) -> tuple[set[int], dict[int, int]]:
     """The 100 items with the most training events, and every item's training events."""
     items, counts = np.unique(events.item_ids, return_counts=True)
@@ -239,14 +247,17 @@ def _cold_relevant(relevant: dict[int, set[int]],
 def evaluate(conn: psycopg.Connection[Any], *, holdout: int | None = 10,
              cutoff: datetime | None = None, k: int = 10,
              methods: Sequence[str] | str = DEFAULT_METHODS,
-             exclusion: tuple[bool, ...] = (True,), progress: bool = False) -> dict[str, Any]:
+             exclusion: tuple[bool, ...] = (True,), max_users: int | None = None,
+             progress: bool = False) -> dict[str, Any]:
     """Evaluate pyembed's recommendations against numpy baselines on a temporal split.
 
     Holds out the last ``holdout`` events of each user (users with more than that many), or
     with ``cutoff`` every event at or after it. ``methods`` are names of :data:`METHODS`
     (default: popularity and the default method) or ``"all"``; ``exclusion`` the settings of
-    ``exclude_seen`` to score (``(True, False)`` adds lists that may repeat seen items). The
-    baselines are always scored. ``progress`` shows a bar per step on stderr. Returns the
+    ``exclude_seen`` to score (``(True, False)`` adds lists that may repeat seen items);
+    ``max_users`` scores a fixed random sample of that many users (every pass over the users
+    is one ``pyembed.recommend`` call each: an hour for 200k users). The baselines are always
+    scored, on the same users. ``progress`` shows a bar per step on stderr. Returns the
     split sizes and one :class:`MethodScore` (as a dict) per method and exclusion setting.
 
     Example::
@@ -258,6 +269,9 @@ def evaluate(conn: psycopg.Connection[Any], *, holdout: int | None = 10,
     if cutoff is None and (holdout is None or holdout < 1):
         raise InvalidInputError("give a holdout >= 1 or a cutoff")
     check_k(k)
+    if max_users is not None and (isinstance(max_users, bool) or not isinstance(max_users, int)
+                                  or max_users < 1):
+        raise InvalidInputError(f"max_users must be a positive integer, got {max_users!r}")
     chosen = _selected(methods)
     if not exclusion or any(not isinstance(e, bool) for e in exclusion):
         raise InvalidInputError("exclusion must be a non-empty tuple of booleans")
@@ -274,6 +288,8 @@ def evaluate(conn: psycopg.Connection[Any], *, holdout: int | None = 10,
         heldout = conn.execute(sqlfiles.read("queries/evaluate_heldout_count.sql")).fetchone()
         catalog = conn.execute(sqlfiles.read("queries/evaluate_catalog.sql"),
                                {"model_id": model_id}).fetchone()
+        scored_of = len(relevant)
+        relevant = _sample(relevant, max_users)
         users = sorted(relevant)
         catalog_size = int(catalog[0]) if catalog else 0
         training, _ = read_events(conn)
@@ -305,7 +321,8 @@ def evaluate(conn: psycopg.Connection[Any], *, holdout: int | None = 10,
         conn.rollback()
     return {
         "split": {"holdout": None if cutoff else holdout, "cutoff": cutoff,
-                  "heldout_events": int(heldout[0]) if heldout else 0, "users": len(users)},
+                  "heldout_events": int(heldout[0]) if heldout else 0, "users": len(users),
+                  "users_with_relevant_items": scored_of},
         "k": k,
         "model_id": model_id,
         "behavior": trained and {

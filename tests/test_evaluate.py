@@ -122,3 +122,19 @@ def test_ease_is_skipped_past_its_catalog_limit_and_said_so(
     assert "EASE inverts" in small["skipped_baselines"][ease]
     assert {r["method"] for r in small["results"]} == \
         {r["method"] for r in full["results"]} - {ease}
+
+
+def test_max_users_scores_a_fixed_sample(db_url: str, tiny: dict[str, Any]) -> None:
+    """max_users: the same random sample of scored users each run, said in the split; the
+    baselines are scored on those users too; a non-positive sample size is refused."""
+    with connect(db_url) as conn:
+        first = evaluate(conn, holdout=1, k=1, max_users=1)
+        again = evaluate(conn, holdout=1, k=1, max_users=1)
+        everyone = evaluate(conn, holdout=1, k=1, max_users=5)
+        for bad in (0, -1, True, 1.5):
+            with pytest.raises(InvalidInputError):
+                evaluate(conn, holdout=1, k=1, max_users=bad)  # type: ignore[arg-type]
+    assert first["split"]["users"] == 1 and first["split"]["users_with_relevant_items"] == 2
+    assert {r["users"] for r in first["results"]} == {1}
+    assert _by_method(first) == _by_method(again)
+    assert everyone["split"]["users"] == 2 and _by_method(everyone) != _by_method(first)

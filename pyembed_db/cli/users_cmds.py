@@ -103,6 +103,8 @@ def register(subparsers: Any) -> None:
                          f"(default {','.join(DEFAULT_METHODS)})")
     ev.add_argument("--include-seen", action="store_true",
                     help="also score lists that may repeat items the user has seen")
+    ev.add_argument("--users", type=int, metavar="N",
+                    help="score a fixed random sample of N users (large data sets)")
     ev.add_argument("--no-progress", action="store_true", help="hide the progress bars")
     ev.set_defaults(handler=_evaluate)
 
@@ -162,14 +164,17 @@ def _evaluate(args: argparse.Namespace) -> int:
         report = evaluate(conn, holdout=None if args.cutoff else args.holdout,
                           cutoff=args.cutoff, k=args.k, methods=methods,
                           exclusion=(True, False) if args.include_seen else (True,),
+                          max_users=args.users,
                           progress=not (args.no_progress or args.json))
 
     def human(d: dict[str, Any]) -> str:
         split = d["split"]
         how = f"cutoff {split['cutoff']}" if split["cutoff"] else f"last {split['holdout']} " \
             "events per user"
+        sampled = (f" (a sample of {split['users_with_relevant_items']})"
+                   if split["users"] < split["users_with_relevant_items"] else "")
         head = (f"held out {split['heldout_events']} events ({how}); "
-                f"{split['users']} users with relevant held-out items; k = {d['k']}")
+                f"{split['users']} users with relevant held-out items{sampled}; k = {d['k']}")
         rows = [{"method": r["method"], "exclude_seen": "yes" if r["exclude_seen"] else "no",
                  f"recall@{d['k']}": r["recall"], f"ndcg@{d['k']}": r["ndcg"],
                  "coverage": r["coverage"]} for r in d["results"]]
