@@ -161,3 +161,24 @@ def test_384_dimensions(pg_admin_url: str) -> None:
                 assert len(set(got) & set(cat.brute_force(q, everything, 10))) >= 9
     finally:
         drop_database(pg_admin_url, url)
+
+
+def test_index_build_memory_is_raised_for_the_build_only(db_url: str, catalog: Catalog) -> None:
+    """ensure_model_index raises maintenance_work_mem to what the graph needs (capped by
+    pyembed.index_build_memory) for its build only: the caller's value is back afterwards,
+    and a malformed cap is a clear error that builds nothing."""
+    with connect(db_url) as conn:
+        model = conn.execute("select pyembed.active_model_id()").fetchone()[0]
+        conn.execute("set maintenance_work_mem = '1MB'")
+        conn.execute("set pyembed.index_build_memory = '300MB'")
+        index = conn.execute("select pyembed.ensure_model_index(%s, 'halfvec')",
+                             (model,)).fetchone()[0]
+        assert conn.execute("select to_regclass('pyembed.' || %s)", (index,)).fetchone()[0]
+        assert conn.execute("show maintenance_work_mem").fetchone() == ("1MB",)
+        conn.rollback()
+        conn.execute("set pyembed.index_build_memory = 'lots'")
+        with pytest.raises(psycopg.errors.InvalidParameterValue):
+            conn.execute("select pyembed.ensure_model_index(%s, 'halfvec')", (model,))
+        conn.rollback()
+        assert conn.execute("select to_regclass('pyembed.' || %s)", (index,)).fetchone() == \
+            (None,)
