@@ -571,6 +571,29 @@ def exponents(results: dict[str, Any]) -> list[str]:
     return lines
 
 
+def markdown(results: dict[str, Any], label: str = "after") -> str:
+    """The ``label`` results as a markdown table: one row per step, one column per size."""
+    sizes = [s for s in SIZES if s in results.get(label, {})]
+    lines = ["| step | " + " | ".join(f"{s} events" for s in sizes) + " | exponent |",
+             "| --- |" + " --- |" * (len(sizes) + 1)]
+    for step in STEPS:
+        cells, points = [], []
+        for size in sizes:
+            r = results[label][size].get(step)
+            if r is None:
+                cells.append("-")
+                continue
+            points.append((r["n"], r["seconds"]))
+            cells.append(f"p50 {r['p50_ms']:.1f} ms" if "p50_ms" in r else
+                         f"{r['seconds']:,.1f} s ({r['n'] / r['seconds']:,.0f}/s, "
+                         f"{max(r.get('client_mb', 0), r.get('server_mb', 0)) / 1024:.1f} GB)")
+        slopes = [math.log(t2 / t1) / math.log(n2 / n1)
+                  for (n1, t1), (n2, t2) in zip(points, points[1:], strict=False)]
+        lines.append(f"| {step} | " + " | ".join(cells) + " | "
+                     + (" / ".join(f"{x:.2f}" for x in slopes) or "-") + " |")
+    return "\n".join(lines)
+
+
 def save(results: dict[str, Any]) -> None:
     """Write the results of this run over the file's (another run may have added others)."""
     RESULTS.mkdir(exist_ok=True)
@@ -641,6 +664,7 @@ def main() -> None:
     for size in args.sizes.split(","):
         run_size(size, args, admin_url, results)
     print("\n".join(exponents(json.loads(path.read_text()))))
+    print(markdown(json.loads(path.read_text()), args.label))
     print(f"saved {RESULTS / 'scale.json'} and {RESULTS / 'scale.png'}")
 
 
