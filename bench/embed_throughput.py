@@ -138,20 +138,14 @@ def onnx_encoder(onnx: Path, tokenizer: Path, threads: int) -> Encode:
     return Encoder(EncoderConfig(onnx, tokenizer, max_length=256, threads=threads)).encode
 
 
-def build_models(out: Path, candidates: bool) -> tuple[dict[str, Path], Path]:
-    """The ONNX files compared, made in this run: the fp32 export and the int8 default, plus
-    (``candidates``) the int8 file with signed 7-bit weights."""
+def build_models(out: Path) -> tuple[dict[str, Path], Path]:
+    """The ONNX files compared, made in this run: the fp32 export and the int8 default."""
     from pyembed_db.embed.export import default_checkpoint, export_checkpoint
-    from pyembed_db.embed.quantize import quantize_int8
 
     exported = export_checkpoint(default_checkpoint(), out, quantize=True)
     models = {"onnx fp32 (export)": Path(exported["models"]["fp32"]),
               "onnx int8 (default)": Path(exported["models"]["int8"])}
     tokenizer = Path(exported["tokenizer"])
-    if candidates:
-        models["onnx int8 signed 7-bit weights"] = out / "model_int8_s7.onnx"
-        quantize_int8(models["onnx fp32 (export)"], models["onnx int8 signed 7-bit weights"],
-                      tokenizer, weights="s7")
     return models, tokenizer
 
 
@@ -199,7 +193,7 @@ def measure(bucket: str, texts: list[str], threads: int, onnx: dict[str, Encode]
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
-        models, tokenizer = build_models(Path(tmp), args.candidates)
+        models, tokenizer = build_models(Path(tmp))
         models |= {name: Path(path) for name, path in args.extra}
         sets = buckets(tokenizer, args.posts)
         lengths = {k: token_counts(v, tokenizer) for k, v in sets.items()}
@@ -237,8 +231,6 @@ def main() -> None:
     parser.add_argument("--threads", default="1,2", help="comma-separated thread counts")
     parser.add_argument("--posts", type=int, default=1000, help="number of short posts")
     parser.add_argument("--rounds", type=int, default=4, help="interleaved rounds per bucket")
-    parser.add_argument("--candidates", action="store_true",
-                        help="also the int8 file with signed 7-bit weights (quantize.py)")
     parser.add_argument("--extra", type=_extra, action="append", default=[],
                         help="another ONNX file to compare, NAME=PATH (same tokenizer)")
     args = parser.parse_args()

@@ -41,34 +41,6 @@ def test_exported_int8_matches_sentence_transformers(exported_minilm: dict[str, 
     assert _cosines(encoder.encode(SENTENCES)).min() >= 0.99
 
 
-def test_signed_7bit_weights_stay_in_range_and_match(exported_minilm: dict[str, Any],
-                                                    tmp_path: Path) -> None:
-    import onnx
-    from onnx import numpy_helper
-
-    from pyembed_db.embed.quantize import quantize_int8
-
-    out = tmp_path / "model_s7.onnx"
-    kept = quantize_int8(Path(exported_minilm["models"]["fp32"]), out,
-                         Path(exported_minilm["tokenizer"]), weights="s7")
-    model = onnx.load(str(out))
-    inits = {i.name: i for i in model.graph.initializer}
-    weights = [numpy_helper.to_array(inits[n.input[1]]) for n in model.graph.node
-               if n.op_type == "MatMulInteger"]
-    # Signed weights within [-64, 64]: two products 255 * 64 never saturate int16 sums.
-    assert len(weights) == 36 - len([k for k in kept if not k.endswith("outlier_matmul")])
-    assert all(w.dtype == np.int8 and np.abs(w.astype(int)).max() <= 64 for w in weights)
-    encoder = _encoder(out, exported_minilm["tokenizer"])
-    assert _cosines(encoder.encode(SENTENCES)).min() >= 0.99
-
-
-def test_unknown_weight_encoding_is_refused(tmp_path: Path) -> None:
-    from pyembed_db.embed.quantize import quantize_int8
-
-    with pytest.raises(ValueError, match="weights must be one of"):
-        quantize_int8(tmp_path / "a.onnx", tmp_path / "b.onnx", tmp_path / "t.json", weights="s4")
-
-
 def test_default_packaged_int8_matches_sentence_transformers(default_encoder: Encoder) -> None:
     assert _cosines(default_encoder.encode(SENTENCES)).min() >= 0.99
 

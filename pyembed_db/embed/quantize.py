@@ -40,11 +40,6 @@ log = logging.getLogger(__name__)
 OUTLIER_RATIO = 6.0  # an outlier channel's max |x| exceeds 6x the median channel's
 MAX_OUTLIERS = 4  # channels split off per MatMul input
 KEEP_FP32_PATTERNS = ("/layer.2/output/dense/MatMul", "/layer.4/intermediate/dense/MatMul")
-# Weight encodings: onnxruntime QuantType name and reduce_range. "u8" takes the u8u8 kernel
-# (exact int32 sums, but on AVX2 without VNNI barely faster than fp32); "s7" takes the u8s8 kernel
-# (vpmaddubsw: twice the multiply-adds per instruction) with weights in [-64, 64], so two
-# products 255 * 64 never overflow its int16 pair sums.
-WEIGHT_TYPES: dict[str, tuple[str, bool]] = {"u8": ("QUInt8", False), "s7": ("QInt8", True)}
 
 
 def calibration_sentences() -> list[str]:
@@ -140,19 +135,11 @@ def _outliers(channel_max: np.ndarray) -> np.ndarray:
     return np.sort(largest[channel_max[largest] > OUTLIER_RATIO * np.median(channel_max)])
 
 
-def quantize_int8(fp32_path: Path, out: Path, tokenizer_path: Path, *,
-                  weights: str = "u8") -> list[str]:
-    """Split outliers, then quantize MatMul weights (dynamic, per-channel scales): to uint8
-    (``weights="u8"``, the default) or to signed 7-bit values (``"s7"``, see
-    :data:`WEIGHT_TYPES`). Returns the MatMuls left in fp32.
+def quantize_int8(fp32_path: Path, out: Path, tokenizer_path: Path) -> list[str]:
+    """Split outliers, then quantize MatMul weights to uint8 (dynamic, per-channel scales).
 
-    Example::
-
-        kept = quantize_int8(Path("model.onnx"), Path("model_int8.onnx"), Path("tokenizer.json"))
+    Returns the MatMuls left in fp32.
     """
-    if weights not in WEIGHT_TYPES:
-        raise ValueError(f"weights must be one of {sorted(WEIGHT_TYPES)}, got {weights!r}")
-    weight_type, reduce_range = WEIGHT_TYPES[weights]
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
@@ -168,8 +155,7 @@ def quantize_int8(fp32_path: Path, out: Path, tokenizer_path: Path, *,
     level = root.level
     root.setLevel(logging.ERROR)
     try:
-        quantize_dynamic(str(split_path), str(out), weight_type=QuantType[weight_type],
-                         per_channel=True, reduce_range=reduce_range,
+        quantize_dynamic(str(split_path), str(out), weight_type=QuantType.QUInt8, per_channel=True,
                          op_types_to_quantize=["MatMul"], nodes_to_exclude=kept,
                          extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
     finally:
