@@ -126,9 +126,13 @@ def refresh_users(conn: psycopg.Connection[Any], *, batch_size: int = 1000,
             return 0
         if jobs == 1:
             return first + _drain(conn, batch_size, interests, bar)
-        with ThreadPoolExecutor(max_workers=jobs - 1) as pool:
-            others = [pool.submit(_drain_in_new_session, conn, batch_size, interests, bar)
-                      for _ in range(jobs - 1)]
+        row = conn.execute(sqlfiles.read("queries/session_tenant_get.sql")).fetchone()
+        tenant = row[0] if row else None
+        # BLAS limits are process-wide: set once here, not undone by one thread's exit while
+        # another still clusters.
+        with one_thread(), ThreadPoolExecutor(max_workers=jobs - 1) as pool:
+            others = [pool.submit(_drain_in_new_session, conn, tenant, batch_size, interests,
+                                  bar) for _ in range(jobs - 1)]
             mine = _drain(conn, batch_size, interests, bar)
             return first + mine + sum(f.result() for f in others)
 
@@ -142,10 +146,14 @@ def _drain(conn: psycopg.Connection[Any], batch_size: int, interests: bool,
     return total
 
 
-def _drain_in_new_session(conn: psycopg.Connection[Any], batch_size: int, interests: bool,
-                          bar: tqdm[Any]) -> int:
+def _drain_in_new_session(conn: psycopg.Connection[Any], tenant: str | None, batch_size: int,
+                          interests: bool, bar: tqdm[Any]) -> int:
+    """Drain with a new connection of the same parameters and tenant setting (a role set with
+    SET ROLE is not carried over: log in as the role instead)."""
     conninfo = make_conninfo(conn.info.dsn, password=conn.info.password or None)
     with connect(conninfo) as session:
+        session.execute(sqlfiles.read("queries/session_tenant_set.sql"), {"tenant": tenant})
+        session.commit()
         return _drain(session, batch_size, interests, bar)
 
 

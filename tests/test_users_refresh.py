@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 import psycopg
 import pytest
+from threadpoolctl import threadpool_info
 from users_data import DIM, add_events, add_items, add_model, add_user, unit, user_vector
 
 from pyembed_db import users
@@ -198,7 +199,10 @@ def test_parallel_sessions_refresh_each_user_once_to_the_same_vectors(
         one_session = conn.execute(state).fetchall()
         conn.execute("delete from pyembed.user_embeddings")
         conn.commit()
+        blas = [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"]
         assert users.refresh_users(conn, batch_size=2, every_user=True, jobs=3) == 23
+        # the sessions' threads limit BLAS while clustering; the process gets its threads back
+        assert [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"] == blas
         assert conn.execute(state).fetchall() == one_session
         assert conn.execute("select count(*) from pyembed.user_queue").fetchone() == (0,)
         with pytest.raises(InvalidInputError):
