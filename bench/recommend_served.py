@@ -91,7 +91,8 @@ def _table(name: str, report: dict[str, Any]) -> str:
     ease = next(r for r in rows if r["method"].startswith("baseline EASE"))
     lines = [f"## {name}: {report['split']['heldout_events']:,} held-out events, "
              f"{report['split']['users']:,} scored users", "",
-             "| method | served by | recall@10 | NDCG@10 | coverage | x EASE recall | x EASE NDCG |",
+             "| method | served by | recall@10 | NDCG@10 | coverage | x EASE recall "
+             "| x EASE NDCG |",
              "|---|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {r['method']} | {r['served_by']} | {r['recall']:.4f} | {r['ndcg']:.4f} | "
