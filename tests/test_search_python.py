@@ -176,6 +176,10 @@ def test_index_build_memory_is_raised_for_the_build_only(db_url: str, catalog: C
         assert conn.execute("select to_regclass('pyembed.' || %s)", (index,)).fetchone()[0]
         assert conn.execute("show maintenance_work_mem").fetchone() == ("1MB",)
         conn.rollback()
+        conn.execute("set maintenance_work_mem = '3GB'")  # more than the cap: kept as it is
+        conn.execute("select pyembed.ensure_model_index(%s, 'halfvec')", (model,))
+        assert conn.execute("show maintenance_work_mem").fetchone() == ("3GB",)
+        conn.rollback()
         conn.execute("set pyembed.index_build_memory = 'lots'")
         with pytest.raises(psycopg.errors.InvalidParameterValue):
             conn.execute("select pyembed.ensure_model_index(%s, 'halfvec')", (model,))

@@ -202,7 +202,6 @@ create or replace function pyembed.ensure_model_index(p_model_id integer, storag
 returns text
 language plpgsql volatile security definer
 set search_path to pg_catalog, public, pg_temp
-set maintenance_work_mem from current
 as $$
 declare
     m record;
@@ -213,6 +212,7 @@ declare
     hnsw_m integer := pyembed.setting_number('index_hnsw_m', 32, 2, 100);
     construction integer := pyembed.setting_number('index_hnsw_ef_construction', 200, 4, 1000);
     graph_bytes double precision;
+    callers_memory text := current_setting('maintenance_work_mem');
 begin
     select * into m from pyembed.embedding_models where model_id = p_model_id;
     if not found then
@@ -221,8 +221,9 @@ begin
     -- pgvector builds HNSW many times faster while the graph fits in maintenance_work_mem
     -- (64 MB by default: 20k vectors of 384 dimensions at m 32). Raised for this build to what
     -- the graph needs (vectors + neighbour lists, ~4 bytes a dimension + 64 bytes per unit of m
-    -- per row), up to pyembed.index_build_memory (default 1GB); never lowered. The SET clause
-    -- above restores the caller's value when the function returns.
+    -- per row), up to pyembed.index_build_memory (default 1GB); never lowered, and the
+    -- caller's value is back after the build (a failed build rolls the setting back with it).
+    -- Not a SET clause: `set ... from current` would enter with the value of migration time.
     graph_bytes := (select count(*) from pyembed.item_embeddings ie
                     where ie.model_id = p_model_id)
                    * (4.0 * m.dimensions + 64 * hnsw_m + 256);
@@ -250,6 +251,7 @@ begin
         'create index if not exists %I on pyembed.item_embeddings using hnsw '
         '(%s %s) with (m = %s, ef_construction = %s) where model_id = %s',
         index_name, expression, opclass, hnsw_m, greatest(construction, 2 * hnsw_m), p_model_id);
+    perform set_config('maintenance_work_mem', callers_memory, true);
     if m.config->>'index_storage' is distinct from chosen then
         update pyembed.embedding_models
         set config = config || jsonb_build_object('index_storage', chosen)
