@@ -78,7 +78,7 @@ def blocked_loader(db_url: str, events_file: Path) -> Iterator[tuple[Any, int, A
         finally:
             if child.poll() is None:
                 child.kill()
-            child.communicate()
+            print("loader stderr:", child.communicate()[1])  # shown when the test fails
             holder.rollback()
 
 
