@@ -21,10 +21,18 @@ import pytest
 
 from pyembed_db.load import load_file
 
+# The loader starts with Ctrl-C as a shell gives it: in the full suite the pytest process has
+# been seen to hand its children SIGINT ignored or blocked (the loader then never saw it).
 CHILD = """
+import signal
 import sys
 import psycopg
 from pyembed_db.load import load_file
+inherited = (signal.getsignal(signal.SIGINT), signal.pthread_sigmask(signal.SIG_BLOCK, []))
+if inherited != (signal.default_int_handler, set()):
+    print("SIGINT inherited as", inherited, file=sys.stderr, flush=True)
+signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+signal.signal(signal.SIGINT, signal.default_int_handler)
 with psycopg.connect(sys.argv[1]) as conn:
     print(conn.info.backend_pid, flush=True)
     load_file(conn, "events", sys.argv[2])
