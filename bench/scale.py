@@ -558,17 +558,19 @@ def describe(step: str, r: dict[str, Any]) -> str:
             f"{r['client_mb']:.0f} MB, server backends {r['server_mb']:.0f} MB")
 
 
+def growth(sizes: dict[str, Any], step: str) -> list[tuple[int, int, float]]:
+    """(n1, n2, exponent) of ``step`` between consecutive measured sizes."""
+    points = [(sizes[s][step]["n"], sizes[s][step]["seconds"]) for s in SIZES
+              if s in sizes and step in sizes[s]]
+    return [(n1, n2, math.log(t2 / t1) / math.log(n2 / n1))
+            for (n1, t1), (n2, t2) in zip(points, points[1:], strict=False)]
+
+
 def exponents(results: dict[str, Any]) -> list[str]:
     """Growth exponent of each step between consecutive measured sizes, per label."""
-    lines = []
-    for label, sizes in results.items():
-        for step in STEPS:
-            points = [(sizes[s][step]["n"], sizes[s][step]["seconds"]) for s in SIZES
-                      if s in sizes and step in sizes[s]]
-            for (n1, t1), (n2, t2) in zip(points, points[1:], strict=False):
-                slope = math.log(t2 / t1) / math.log(n2 / n1)
-                lines.append(f"{label:>7} {step:<14} {n1:>11,} -> {n2:>11,}  exponent {slope:.2f}")
-    return lines
+    return [f"{label:>7} {step:<14} {n1:>11,} -> {n2:>11,}  exponent {slope:.2f}"
+            for label, sizes in results.items() for step in STEPS
+            for n1, n2, slope in growth(sizes, step)]
 
 
 def markdown(results: dict[str, Any], label: str = "after") -> str:
@@ -577,18 +579,16 @@ def markdown(results: dict[str, Any], label: str = "after") -> str:
     lines = ["| step | " + " | ".join(f"{s} events" for s in sizes) + " | exponent |",
              "| --- |" + " --- |" * (len(sizes) + 1)]
     for step in STEPS:
-        cells, points = [], []
+        cells = []
         for size in sizes:
             r = results[label][size].get(step)
             if r is None:
                 cells.append("-")
                 continue
-            points.append((r["n"], r["seconds"]))
             cells.append(f"p50 {r['p50_ms']:.1f} ms" if "p50_ms" in r else
                          f"{r['seconds']:,.1f} s ({r['n'] / r['seconds']:,.0f}/s, "
                          f"{max(r.get('client_mb', 0), r.get('server_mb', 0)) / 1024:.1f} GB)")
-        slopes = [math.log(t2 / t1) / math.log(n2 / n1)
-                  for (n1, t1), (n2, t2) in zip(points, points[1:], strict=False)]
+        slopes = [slope for *_, slope in growth(results[label], step)]
         lines.append(f"| {step} | " + " | ".join(cells) + " | "
                      + (" / ".join(f"{x:.2f}" for x in slopes) or "-") + " |")
     return "\n".join(lines)

@@ -68,6 +68,19 @@ def top_k_unseen(scores: np.ndarray, seen: sp.csr_matrix, k: int) -> np.ndarray:
 Scorer = Callable[[slice, sp.csr_matrix], np.ndarray]
 
 
+def row_blocks(rows: int, columns: int) -> list[slice]:
+    """Slices of ``rows`` such that a dense block of them x ``columns`` holds at most
+    :data:`SCORE_CELLS` cells.
+
+    Example::
+
+        >>> row_blocks(5, SCORE_CELLS // 2)
+        [slice(0, 2, None), slice(2, 4, None), slice(4, 5, None)]
+    """
+    step = max(1, SCORE_CELLS // max(columns, 1))
+    return [slice(lo, min(lo + step, rows)) for lo in range(0, rows, step)]
+
+
 def recommend_from_scores(matrix: sp.csr_matrix, k: int, scorer: Scorer) -> np.ndarray:
     """Top k unseen columns per row; ``scorer(row_slice, rows)`` scores a batch of rows densely.
 
@@ -78,9 +91,7 @@ def recommend_from_scores(matrix: sp.csr_matrix, k: int, scorer: Scorer) -> np.n
         [[2]]
     """
     out = np.empty((matrix.shape[0], k), dtype=np.int64)
-    step = max(1, SCORE_CELLS // max(matrix.shape[1], 1))
-    for start in range(0, matrix.shape[0], step):
-        block = slice(start, min(start + step, matrix.shape[0]))
+    for block in row_blocks(*matrix.shape):
         rows = matrix[block]
         out[block] = top_k_unseen(np.asarray(scorer(block, rows)), rows, k)
     return out

@@ -14,7 +14,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
@@ -80,6 +80,11 @@ class UserVectors:
     vectors: np.ndarray
     events: np.ndarray
     watermarks: np.ndarray
+
+    def rows(self) -> Iterator[tuple[int, np.ndarray, int, int]]:
+        """(user id, vector, event count, newest event id) per user."""
+        return zip(self.users.tolist(), self.vectors, self.events.tolist(),
+                   self.watermarks.tolist(), strict=True)
 
 
 def user_vectors(model: BehaviorModel, events: Events) -> UserVectors:
@@ -197,9 +202,7 @@ def _copy_user_vectors(conn: psycopg.Connection[Any], model_id: int,
                        found: UserVectors) -> None:
     with conn.cursor() as cur, cur.copy(sqlfiles.read("queries/behavior_copy_users.sql")) as copy:
         copy.set_types(["integer", "bigint", "text", "vector", "integer", "bigint"])
-        for user_id, vector, count, watermark in zip(found.users.tolist(), found.vectors,
-                                                     found.events.tolist(),
-                                                     found.watermarks.tolist(), strict=True):
+        for user_id, vector, count, watermark in found.rows():
             copy.write_row((model_id, user_id, "long_term", vector, count, watermark))
 
 
@@ -317,9 +320,7 @@ def fold_in_users(conn: psycopg.Connection[Any], user_ids: Sequence[int],
     found = user_vectors(model, events)
     params = [{"model_id": model_id, "user_id": user_id, "embedding": vector, "events": count,
                "watermark": watermark}
-              for user_id, vector, count, watermark in zip(
-                  found.users.tolist(), found.vectors, found.events.tolist(),
-                  found.watermarks.tolist(), strict=True)]
+              for user_id, vector, count, watermark in found.rows()]
     conn.execute(sqlfiles.read("queries/behavior_user_delete.sql"),
                  {"model_id": model_id, "users": list(user_ids)})
     if params:

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
-from ..baselines import ListScore, top_k_unseen
+from ..baselines import ListScore, row_blocks, top_k_unseen
 from .events import Events
 from .fusion import Fusion, popularity_scores, text_user_vectors
 from .train import BehaviorModel
@@ -22,9 +22,6 @@ USER_TEXT_HALF_LIFE = 90 * 86400.0  # pyembed.half_life default, as user refresh
 # pyembed.recommend_behavior fuses the behavior top least(4k, 1000) (sql/functions/40_recommend.sql)
 CANDIDATES_PER_K = 4
 MAX_CANDIDATES = 1000
-# Dense users x catalog scores are computed this many cells at a time (128 MB of float64):
-# a million-event catalog of 100k items would otherwise need gigabytes per score matrix.
-SCORE_CELLS = 16_000_000
 
 
 @dataclass(frozen=True)
@@ -37,10 +34,6 @@ class Pool:
     # text vectors -> (those vectors, cosines at cols): every fusion trial of a pool reuses them
     text: dict[int, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict, repr=False,
                                                            compare=False)
-
-    def head(self, depth: int) -> Pool:
-        """The best ``depth`` columns of each row."""
-        return Pool(self.cols[:, :depth], self.scores[:, :depth])
 
 
 @dataclass
@@ -97,7 +90,7 @@ class Holdout:
         """Each user's best ``depth`` unseen columns by inner product with the model's item
         vectors, and their scores; items without a vector are never listed. ``extra_items`` /
         ``extra_vectors`` add vectors for items the model lacks (cold items). Users are scored
-        in chunks of at most :data:`SCORE_CELLS` cells, so memory does not grow with
+        in chunks of at most ``baselines.SCORE_CELLS`` cells, so memory does not grow with
         users x catalog.
 
         Example::
@@ -134,9 +127,7 @@ class Holdout:
         return Pool(top, np.where(top >= 0, at, -np.inf))
 
     def _chunks(self) -> list[slice]:
-        step = max(1, SCORE_CELLS // max(len(self.catalog), 1))
-        return [slice(lo, min(lo + step, len(self.users)))
-                for lo in range(0, max(len(self.users), 1), step)]
+        return row_blocks(len(self.users), len(self.catalog)) or [slice(0, 0)]
 
     def text_cosines(self, text_vectors: np.ndarray, pool: Pool,
                      half_life_seconds: float | None = USER_TEXT_HALF_LIFE) -> np.ndarray:
