@@ -281,7 +281,8 @@ def evaluate(conn: psycopg.Connection[Any], *, holdout: int | None = 10,
     conn.rollback()  # start clean: everything below is rolled back at the end
     try:
         everyone = _split(conn, holdout, cutoff)
-        trained = _train(conn, holdout or VALIDATION_HOLDOUT)
+        training, watermark = read_events(conn)
+        trained = _train(conn, holdout or VALIDATION_HOLDOUT, (training, watermark))
         _text_user_vectors(conn, everyone, model_id, chosen, trained, progress)
         relevant = {int(u): set(items) for u, items in
                     conn.execute(sqlfiles.read("queries/evaluate_positives.sql")).fetchall()}
@@ -292,7 +293,6 @@ def evaluate(conn: psycopg.Connection[Any], *, holdout: int | None = 10,
         relevant = _sample(relevant, max_users)
         users = sorted(relevant)
         catalog_size = int(catalog[0]) if catalog else 0
-        training, _ = read_events(conn)
         popular, training_counts = _popular_items(training)
         cold = _cold_relevant(relevant, training_counts)
         results, cold_results = [], []
@@ -336,12 +336,13 @@ def evaluate(conn: psycopg.Connection[Any], *, holdout: int | None = 10,
     }
 
 
-def _train(conn: psycopg.Connection[Any], holdout: int) -> TrainResult | None:
+def _train(conn: psycopg.Connection[Any], holdout: int,
+           events: tuple[Events, int]) -> TrainResult | None:
     """A behavior model trained on the training events (in the evaluation's transaction), or
     None when there are too few events to train one."""
     with conn.transaction():  # a savepoint: a refused training leaves the split intact
         try:
-            return train_behavior(conn, commit=False, holdout=holdout)
+            return train_behavior(conn, commit=False, holdout=holdout, read=events)
         except InvalidInputError as exc:
             log.info("no behavior model evaluated: %s", exc)
             return None

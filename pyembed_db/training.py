@@ -56,6 +56,9 @@ class TrainResult:
     validation: dict[str, Any]
     seconds: float = 0.0
     params: dict[str, Any] = field(default_factory=dict)
+    #: the HNSW ef_search calibrated at activation, and its recall of the exact top 40
+    ef_search: int | None = None
+    ef_search_recall: float | None = None
 
 
 def read_events(conn: psycopg.Connection[Any],
@@ -208,7 +211,8 @@ def _copy_user_vectors(conn: psycopg.Connection[Any], model_id: int,
 
 def train_behavior(conn: psycopg.Connection[Any], *, full: bool = False,
                    holdout: int = VALIDATION_HOLDOUT, activate: bool = True,
-                   name: str = "behavior", commit: bool = True) -> TrainResult:
+                   name: str = "behavior", commit: bool = True,
+                   read: tuple[Events, int] | None = None) -> TrainResult:
     """Train a new behavior model from every event, store it, and (by default) activate it.
 
     The fold-in recency and the fusion weights (text similarity, popularity and its half-life)
@@ -217,7 +221,8 @@ def train_behavior(conn: psycopg.Connection[Any], *, full: bool = False,
     Items with no positive event but a text vector get one through a text -> behavior map
     learned on the trained items. Commits (unless ``commit`` is false: the offline evaluation
     trains inside a transaction it rolls back); the previous behavior model stays for
-    switching back, older ones are deleted.
+    switching back, older ones are deleted. ``read``: the events as :func:`read_events`
+    returned them in this transaction (default: read them).
 
     Example::
 
@@ -225,7 +230,7 @@ def train_behavior(conn: psycopg.Connection[Any], *, full: bool = False,
         print(result.label, result.fusion, result.validation["chosen"])
     """
     started = time.perf_counter()
-    events, watermark = read_events(conn)
+    events, watermark = read or read_events(conn)
     if len(events) < MIN_EVENTS:
         raise InvalidInputError(f"{len(events)} events: train needs at least {MIN_EVENTS}")
     text = _TextVectors.read(conn)
@@ -266,18 +271,22 @@ def train_behavior(conn: psycopg.Connection[Any], *, full: bool = False,
             if fusion["popularity"]:  # the popularity cache follows the chosen half-life
                 conn.execute(sqlfiles.read("queries/user_refresh_popularity.sql"),
                              {"min_interval": None, "force": True})
+        calibrated = conn.execute(sqlfiles.read("queries/behavior_ef_search.sql"),
+                                  {"model_id": model_id}).fetchone()
         if commit:
             conn.commit()
     except psycopg.Error as exc:
         conn.rollback()
         raise translate(exc) from exc
     seconds = time.perf_counter() - started
-    log.info("behavior model %s:%s (%s, d=%d): %d trained + %d cold items, %d users, %.1f s",
-             name, version, model.params.method, model.dimension, len(model.items), len(cold),
-             len(users.users), seconds)
+    log.info("behavior model %s:%s (%s, d=%d): %d trained + %d cold items, %d users, "
+             "ef_search %s, %.1f s", name, version, model.params.method, model.dimension,
+             len(model.items), len(cold), len(users.users),
+             calibrated[0] if calibrated else None, seconds)
     return TrainResult(model_id, f"{name}:{version}", model.params.method, model.dimension,
                        len(model.items), len(cold), len(users.users), len(events), fusion, report,
-                       round(seconds, 3), asdict(model.params))
+                       round(seconds, 3), asdict(model.params),
+                       *(calibrated if calibrated else (None, None)))
 
 
 _models: dict[tuple[int, str], BehaviorModel] = {}

@@ -40,7 +40,7 @@ declare
         'check_search_args', 'search_costs', 'filter_path', 'filter_value', 'filter_operator',
         'filter_check_scalar', 'filter_attribute', 'filter_attributes', 'filter_node',
         'attribute_number', 'attribute_text', 'attribute_boolean', 'attribute_timestamp',
-        'jsonb_numeric_array', 'search_unfiltered',
+        'jsonb_numeric_array', 'search_unfiltered', 'model_ef_search',
         -- the item text columns (00_core.sql): the items trigger runs them as the writer
         'item_text_columns', 'item_text_source'
     ];

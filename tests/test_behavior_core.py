@@ -26,6 +26,7 @@ from pyembed_db.behavior import (
 )
 from pyembed_db.behavior.tune import MIN_GAIN, Grid, tune
 from pyembed_db.errors import InvalidInputError, ModelError
+from pyembed_db.linalg import inverse_diagonal, spd_inverse
 
 GROUP_A = np.arange(100, 115)
 GROUP_B = np.arange(200, 215)
@@ -216,7 +217,8 @@ def test_bad_input_raises_clear_errors(model: BehaviorModel) -> None:
 
 @pytest.mark.parametrize("module", ["baselines", "behavior.interactions", "behavior.events",
                                     "behavior.train", "behavior.tune", "behavior.cold",
-                                    "behavior.ials", "behavior.ease_lr", "behavior.fusion"])
+                                    "behavior.ials", "behavior.ease_lr", "behavior.fusion",
+                                    "linalg"])
 def test_docstring_examples_run(module: str) -> None:
     result = doctest.testmod(importlib.import_module(f"pyembed_db.{module}"))
     assert result.failed == 0 and result.attempted > 0
@@ -308,3 +310,16 @@ def test_holdout_score_equals_the_list_scorer() -> None:
         assert np.allclose([got.recall, got.ndcg, got.coverage, got.popular_share],
                            [expected.recall, expected.ndcg, expected.coverage,
                             expected.popular_share])
+
+
+def test_spd_inverses_match_numpy_and_fall_back_on_indefinite_matrices() -> None:
+    rng = np.random.default_rng(3)
+    a = rng.normal(size=(60, 40))
+    spd = a.T @ a + 0.5 * np.eye(40)
+    np.testing.assert_allclose(spd_inverse(spd), np.linalg.inv(spd), rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(inverse_diagonal(spd), np.diag(np.linalg.inv(spd)), rtol=1e-9)
+    indefinite = spd - 2 * np.max(np.linalg.eigvalsh(spd)) * np.eye(40) * (np.arange(40) % 2)
+    np.testing.assert_allclose(spd_inverse(indefinite), np.linalg.inv(indefinite), rtol=1e-9,
+                               atol=1e-12)
+    np.testing.assert_allclose(inverse_diagonal(indefinite),
+                               np.diag(np.linalg.inv(indefinite)), rtol=1e-9)

@@ -30,6 +30,7 @@ from collections.abc import Callable
 import numpy as np
 import scipy.sparse as sp
 
+from ..linalg import inverse_diagonal
 from .blas import one_thread
 
 log = logging.getLogger(__name__)
@@ -78,12 +79,9 @@ def top_eigen(apply: Apply, n: int, rank: int, *, seed: int, oversample: int = 3
     return mu[order], basis @ v[:, order]
 
 
-def _gram_operator(x: sp.csr_matrix, scale: np.ndarray, dense: bool) -> Apply:
-    """``Lambda^-1/2 X^T X Lambda^-1/2 @ block``, dense when the catalog is small."""
+def _sparse_gram_operator(x: sp.csr_matrix, scale: np.ndarray) -> Apply:
+    """``Lambda^-1/2 X^T X Lambda^-1/2 @ block`` through X, without forming the gram."""
     xs = (x @ sp.diags(scale)).tocsr()
-    if dense:
-        gram = np.asarray((xs.T @ xs).toarray())
-        return lambda block: gram @ block
     xst = xs.T.tocsr()
     return lambda block: np.asarray(xst @ (xs @ block))
 
@@ -100,16 +98,23 @@ def fit(x: sp.csr_matrix, *, lam: float, dropout: float, rank: int,
     x = sp.csr_matrix(x, dtype=np.float64)
     n = x.shape[1]
     rank = max(1, min(rank, n))
-    gram_diagonal = np.asarray(x.multiply(x).sum(axis=0)).ravel()
-    reg = regularization_diagonal(gram_diagonal, lam, dropout)
     dense = n <= DENSE_ITEM_LIMIT
-    mu, w = top_eigen(_gram_operator(x, 1.0 / np.sqrt(reg), dense), n, rank, seed=seed)
-    if dense:
-        # the exact diagonal of P = (G + Lambda)^-1, as EASE itself uses
+    if dense:  # one gram serves the eigenpairs and diag(P)
         gram = (x.T @ x).toarray()
-        gram[np.diag_indices_from(gram)] += reg
-        p_diag = np.diag(np.linalg.inv(gram)).copy()
+        gram_diagonal = np.diag(gram).copy()
     else:
+        gram_diagonal = np.asarray(x.multiply(x).sum(axis=0)).ravel()
+    reg = regularization_diagonal(gram_diagonal, lam, dropout)
+    scale = 1.0 / np.sqrt(reg)
+    if dense:
+        scaled = gram * scale[:, None] * scale[None, :]
+        mu, w = top_eigen(lambda block: scaled @ block, n, rank, seed=seed)
+        del scaled
+        # the exact diagonal of P = (G + Lambda)^-1, as EASE itself uses
+        gram[np.diag_indices_from(gram)] += reg
+        p_diag = inverse_diagonal(gram)
+    else:
+        mu, w = top_eigen(_sparse_gram_operator(x, scale), n, rank, seed=seed)
         log.info("low-rank EASE: %d items > %d, diag(P) from the %d kept components",
                  n, DENSE_ITEM_LIMIT, rank)
         p_diag = (1.0 - np.einsum("ij,j,ij->i", w, mu / (mu + 1.0), w)) / reg

@@ -56,4 +56,6 @@ def _human(data: dict[str, Any]) -> str:
             f"{data['trained_items']} trained + {data['cold_items']} cold items, "
             f"{data['users']} users, {data['events']} events in {data['seconds']:.1f} s; "
             f"validation NDCG@10 {chosen.get('ndcg', float('nan')):.4f} "
-            f"(method {data['fusion']['method']}, popularity {data['fusion']['popularity']})")
+            f"(method {data['fusion']['method']}, popularity {data['fusion']['popularity']})"
+            + (f"; search ef_search {data['ef_search']} (recall@40 {data['ef_search_recall']})"
+               if data["ef_search"] is not None else ""))

@@ -64,8 +64,9 @@ end
 $$;
 
 -- Make a model the active one of its kind, atomically: the previous active model of that kind
--- steps down in the same transaction, the model's HNSW index is created if missing, and (text
--- models) every user is queued so their vectors follow the new model. Refuses (PE005) a model
+-- steps down in the same transaction, the model's HNSW index is created if missing (behavior
+-- models: and its ef_search calibrated, pyembed.calibrate_search), and (text models) every user
+-- is queued so their vectors follow the new model. Refuses (PE005) a model
 -- with fewer item vectors than the current one unless `force`: switching would make part of
 -- the catalog unsearchable (re-embed first). Returns the model id.
 --   select pyembed.activate_model(3);
@@ -90,6 +91,8 @@ begin
     where status = 'active' and kind = target.kind;
     if current_id = p_model_id then
         perform pyembed.ensure_model_index(p_model_id);
+        perform pyembed.calibrate_search(p_model_id)
+        where target.kind = 'behavior' and not target.config ? 'ef_search';
         return p_model_id;
     end if;
     if current_id is not null and not force then
@@ -109,6 +112,8 @@ begin
     update pyembed.embedding_models set status = 'active', activated_at = now()
     where model_id = p_model_id;
     perform pyembed.ensure_model_index(p_model_id);
+    perform pyembed.calibrate_search(p_model_id)
+    where target.kind = 'behavior' and not target.config ? 'ef_search';
     if target.kind = 'text' then
         -- Every user with events: their vectors must be computed in the new space.
         insert into pyembed.user_queue (user_id)

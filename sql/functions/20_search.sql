@@ -57,6 +57,17 @@ begin
 end
 $$;
 
+-- The unfiltered ef_search of a model: config->'ef_search' when calibrated
+-- (pyembed.calibrate_search), else 600. Inlined (no SET clause, built-ins only); a hand-edited
+-- config that is not a number counts as uncalibrated.
+create or replace function pyembed.model_ef_search(config jsonb) returns integer
+language sql immutable security invoker
+as $$
+    select case when jsonb_typeof(config->'ef_search') = 'number'
+                then least(1000, greatest(10, round((config->>'ef_search')::numeric)))::integer
+                else 600 end
+$$;
+
 -- Estimated milliseconds of each strategy for `passing` rows out of `total` (see
 -- docs/search.md, *Strategies*). Constants fitted on the benchmark machine by
 -- bench/filtered_search_real.py (2 cores, warm shared buffers; an index of m 32: a visited
@@ -156,7 +167,8 @@ declare
     prepared text;
 begin
     select em.model_id, em.name, em.dimensions, em.distance,
-           coalesce(em.config->>'index_storage', 'vector') as storage
+           coalesce(em.config->>'index_storage', 'vector') as storage,
+           pyembed.model_ef_search(em.config) as ef_unfiltered
     into m from pyembed.embedding_models em
     where em.model_id = search_plan.model_id
        or (search_plan.model_id is null and em.status = 'active' and em.kind = 'text');
@@ -209,8 +221,11 @@ begin
     -- reached recall@10 0.987 with a query at 0.5, 600 0.996 with none under 0.9; under a filter
     -- the iterative scan's later batches are less precise, and 800 held 0.99 / 0.8
     -- (bench/filtered_search_real.py, docs/search.md *Recall*).
+    -- A behavior model's unfiltered value is calibrated on its own queries
+    -- (pyembed.calibrate_search).
     ef := least(1000, coalesce(raw_ef::double precision,
-                               greatest(case when f = '{}' then 600 else 800 end, 2 * fetch_n)));
+                               greatest(case when f = '{}' then m.ef_unfiltered else 800 end,
+                                        2 * fetch_n)));
 
     if fsql <> 'true' then
         execute 'explain (format json) select 1 from pyembed.items i where ' || fsql
@@ -421,7 +436,7 @@ begin
             %s model_id = %s then
                 perform pyembed.check_search_args(k, query, %s, %L, %L);
                 fetch_n := coalesce(fetch_n, greatest(k, least(1000, k * %s)));
-                ef_search := coalesce(ef_search, least(1000, greatest(600, 2 * fetch_n)));
+                ef_search := coalesce(ef_search, least(1000, greatest(%s, 2 * fetch_n)));
                 -- Nothing excluded and ef_search >= fetch_n: the first batch is the answer, and
                 -- the iterative scan's bookkeeping would add about a tenth for nothing.
                 perform set_config('hnsw.ef_search', ef_search::text, true),
@@ -434,6 +449,7 @@ begin
                 into ids, distances, collected;$b$,
             case when branches = '' then 'if' else 'elsif' end, m.model_id, m.dimensions,
             m.distance, m.model_id || ' (' || m.name || ')', rerank,
+            pyembed.model_ef_search(m.config),
             pyembed.search_sql(jsonb_build_object(
                 'dimensions', m.dimensions, 'model_id', m.model_id, 'storage', storage,
                 'distance', m.distance, 'excluding', true), 'hnsw'));
@@ -470,6 +486,98 @@ begin
     return 'search_unfiltered';
 end
 $gen$;
+
+-- Calibrates the unfiltered ef_search of a behavior model on the queries its recommendations
+-- make: the smallest of 40, 64, 100, 160, 250, 400, 600 at which the index's top `k` reaches
+-- `target_recall` of the exact scan's top `k`, averaged over a sample of the model's user vectors
+-- (up to `sample`, fewer on large catalogs so that the exact scans stay within ~2e8 multiply-adds).
+-- Recorded in embedding_models.config ('ef_search', 'ef_search_recall') and used by every
+-- unfiltered search of the model (filtered ones keep 800); 600 when no step reaches the target.
+-- Behavior models only: text-model queries are texts, whose distance to the items varies too
+-- much for user vectors to stand for them (docs/search.md, *Recall*). Returns the chosen
+-- ef_search, or null (nothing recorded) when the model has no HNSW index or no user vector.
+-- `pyembed-db train` runs it after building the new model's index.
+--   select pyembed.calibrate_search(5);
+--
+-- SECURITY DEFINER, like ensure_model_index: re-creating search_unfiltered takes the owner.
+-- The sample reads user vectors of every tenant but returns one number.
+create or replace function pyembed.calibrate_search(
+    p_model_id integer, target_recall double precision default 0.99, k integer default 40,
+    sample integer default 100)
+returns integer
+language plpgsql volatile security definer
+set search_path to pg_catalog, public, pg_temp
+as $$
+declare
+    m record;
+    items bigint;
+    queries vector[];
+    exact bigint[];
+    width integer;
+    ef integer;
+    recall double precision;
+begin
+    select * into m from pyembed.embedding_models where model_id = p_model_id;
+    if not found then
+        raise exception 'unknown model_id %', p_model_id using errcode = 'PE002';
+    end if;
+    if m.kind <> 'behavior' then
+        raise exception 'model % is a % model: only behavior models are calibrated', p_model_id,
+            m.kind using errcode = 'PE012';
+    end if;
+    if target_recall is null or not target_recall > 0 or target_recall > 1 then
+        raise exception 'target_recall must be in (0, 1], got %', target_recall
+            using errcode = 'PE012';
+    end if;
+    perform pyembed.check_search_args(k);
+    if sample is null or sample < 1 or sample > 10000 then
+        raise exception 'sample must be between 1 and 10000, got %', sample
+            using errcode = 'PE012';
+    end if;
+    if to_regclass(format('pyembed.%I', pyembed.model_index_name(
+            p_model_id, coalesce(m.config->>'index_storage', 'vector')))) is null then
+        return null;
+    end if;
+    select count(*) into items from pyembed.item_embeddings ie where ie.model_id = p_model_id;
+    width := least(k, items)::integer;
+    -- A fixed sample (the same users for the same data), smaller on large catalogs.
+    select array_agg(s.embedding order by s.o) into queries
+    from (select ue.embedding, md5(ue.user_id::text) as o
+          from pyembed.user_embeddings ue
+          where ue.model_id = p_model_id and ue.kind = 'long_term'
+          order by o
+          limit least(sample, greatest(10, 2e8 / greatest(items * m.dimensions, 1)))::integer) s;
+    if queries is null or width = 0 then
+        return null;
+    end if;
+    -- The exact top `width` of each query, `width` ids per query. An ORDER BY on the uncast
+    -- column cannot use the index (see search_sql), so this is the exact scan.
+    select array_agg(x.item_id order by q.o, x.r) into exact
+    from unnest(queries) with ordinality as q(v, o)
+    cross join lateral (
+        select ie.item_id, row_number() over (order by ie.embedding <#> q.v, ie.item_id) as r
+        from pyembed.item_embeddings ie
+        where ie.model_id = p_model_id
+        order by ie.embedding <#> q.v, ie.item_id
+        limit width) x;
+    foreach ef in array array[40, 64, 100, 160, 250, 400, 600] loop
+        select avg((select count(*) from unnest(u.ids) as h(id)
+                    where h.id = any (exact[(q.o - 1) * width + 1 : q.o * width]))::float8
+                   / width)
+        into recall
+        from unnest(queries) with ordinality as q(v, o)
+        cross join lateral pyembed.search_unfiltered('{}', q.v, '{}', width, width, ef, null,
+                                                     p_model_id) u;
+        exit when recall >= target_recall;  -- else the loop ends at 600
+    end loop;
+    update pyembed.embedding_models
+    set config = config || jsonb_build_object('ef_search', ef,
+                                              'ef_search_recall', round(recall::numeric, 4))
+    where model_id = p_model_id;
+    perform pyembed.create_search_function(p_model_id);
+    return ef;
+end
+$$;
 
 -- Runs the HNSW strategy of a plan. The SET clauses make every setting below local to this call:
 -- PostgreSQL restores them when the function returns (set_config(..., true) inside a function
