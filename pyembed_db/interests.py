@@ -41,15 +41,23 @@ def _normalize(rows: Matrix) -> Matrix:
     return np.asarray(rows / norms, dtype=np.float32)
 
 
+def _draw(rng: np.random.Generator, p: Vector) -> int:
+    """``rng.choice(len(p), p=p)`` without its argument checks (a user refresh draws thousands
+    of times): the same inverse-CDF lookup of one ``rng.random()``, so the same index."""
+    cdf = np.cumsum(p)
+    cdf /= cdf[-1]
+    return int(np.searchsorted(cdf, rng.random(), side="right"))
+
+
 def _init_centers(x: Matrix, w: Vector, k: int, rng: np.random.Generator) -> Matrix:
     """Weighted k-means++ seeding with cosine distance."""
-    chosen = [int(rng.choice(len(x), p=w / w.sum()))]
+    chosen = [_draw(rng, w / w.sum())]
     for _ in range(1, k):
         dist = np.clip(1.0 - (x @ x[chosen].T).max(axis=1), 0.0, None)
         p = w * dist**2
         if p.sum() <= 0:
             break
-        chosen.append(int(rng.choice(len(x), p=p / p.sum())))
+        chosen.append(_draw(rng, p / p.sum()))
     return x[chosen]
 
 
@@ -83,10 +91,9 @@ def weighted_kmeans(vectors: npt.ArrayLike, weights: npt.ArrayLike, k: int, *, s
         filled = np.linalg.norm(sums, axis=1) > 0
         centers[filled] = _normalize(sums[filled])
     used = np.unique(members)
-    remap = {int(old): new for new, old in enumerate(used)}
     shares = np.bincount(members, weights=w, minlength=len(centers))[used] / w.sum()
     return Interests(
         centroids=centers[used].astype(np.float32),
         shares=shares,
-        members=np.array([remap[int(m)] for m in members], dtype=np.int64),
+        members=np.searchsorted(used, members).astype(np.int64),  # renumbered 0..used-1
     )

@@ -25,7 +25,7 @@ from threadpoolctl import threadpool_limits
 
 from . import sqlfiles
 from .active import active_model_id
-from .behavior import BehaviorModel, BehaviorParams, Events, fit_text_map, map_text, train_events
+from .behavior import BehaviorModel, BehaviorParams, Events, cold_vectors, train_events
 from .behavior.fusion import Fusion
 from .behavior.tune import Grid, tune
 from .errors import InvalidInputError, ModelError, translate
@@ -182,11 +182,10 @@ def _cold_vectors(conn: psycopg.Connection[Any], model: BehaviorModel, text: _Te
     cold = [i for i in row_of if i not in trained]
     if not cold or len(warm) < 2:
         return {}, {}
-    text_map = fit_text_map(text.vectors[[row_of[i] for i in warm]],
-                            model.item_vectors[[trained[i] for i in warm]], ridge=1.0,
-                            sample_weights=np.array([warm_counts.get(i, 1) for i in warm],
-                                                    dtype=np.float64))
-    mapped = map_text(text.vectors[[row_of[i] for i in cold]], text_map)
+    mapped = cold_vectors(text.vectors[[row_of[i] for i in warm]],
+                          model.item_vectors[[trained[i] for i in warm]],
+                          np.array([warm_counts.get(i, 1) for i in warm], dtype=np.float64),
+                          text.vectors[[row_of[i] for i in cold]])
     hashes = dict(conn.execute(sqlfiles.read("queries/behavior_text_hashes.sql"),
                                {"model_id": text.model_id, "items": cold}).fetchall())
     return ({i: mapped[n] for n, i in enumerate(cold)},

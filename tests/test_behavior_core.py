@@ -17,6 +17,8 @@ from pyembed_db.behavior import (
     BehaviorParams,
     Events,
     build_interactions,
+    cold_norm,
+    cold_vectors,
     event_weights,
     fit_text_map,
     map_text,
@@ -133,6 +135,46 @@ def test_text_map_places_a_cold_item_near_its_text_neighbours(model: BehaviorMod
     assert cosine[in_a].mean() > cosine[~in_a].mean() + 0.3
     a_fan = model.fold_in_events(**new_user(GROUP_A[:4]))
     assert a_fan @ cold > (model.item_vectors[~in_a] @ a_fan).max()
+
+
+def test_cold_items_take_the_least_used_items_norm_and_do_not_flood_every_top() -> None:
+    # Zipf popularity: in EASE a popular item's vector is long, so a cold item mapped from text
+    # with the popular items' norm would top every user's list.
+    rng = np.random.default_rng(4)
+    n_items, n_users = 80, 300
+    popularity = 1.0 / np.arange(1, n_items + 1)
+    rows = [(u, int(i)) for u in range(n_users)
+            for i in rng.choice(n_items, 10, replace=False, p=popularity / popularity.sum())]
+    user, item = (np.array(c) for c in zip(*rows, strict=True))
+    events = Events.from_arrays(user, item, np.ones(len(user)), np.zeros(len(user), bool),
+                                np.full(len(user), 3.0), np.arange(len(user), dtype=float))
+    model = train_events(events, BehaviorParams(method="ease_lr", factors=16))
+    counts = np.bincount(item, minlength=n_items)[model.items].astype(float)
+    text = rng.standard_normal((len(model.items), 8))
+    cold_text = rng.standard_normal((25, 8))
+    norms = np.linalg.norm(model.item_vectors, axis=1)
+    assert norms.max() > 5 * cold_norm(norms, counts)  # popular items are far longer
+
+    users, vectors = model.fold_in_users(events)
+    seen = {int(u): set(item[user == u].tolist()) for u in users}
+
+    def cold_share(cold: np.ndarray) -> float:
+        listed = 0
+        for u, v in zip(users, vectors, strict=True):
+            ranked = sorted([(float(s), int(i)) for s, i in zip(model.item_vectors @ v,
+                                                                 model.items, strict=True)
+                             if int(i) not in seen[int(u)]]
+                            + [(float(s), -1) for s in cold @ v], reverse=True)[:10]
+            listed += sum(i == -1 for _, i in ranked)
+        return listed / (10 * len(users))
+
+    cold = cold_vectors(text, model.item_vectors, counts, cold_text)
+    np.testing.assert_allclose(np.linalg.norm(cold, axis=1), cold_norm(norms, counts),
+                               rtol=1e-5)
+    raw = map_text(cold_text, fit_text_map(text, model.item_vectors, ridge=1.0,
+                                           sample_weights=counts))
+    assert cold_share(raw) > 0.5  # the failure this guards against
+    assert cold_share(cold) < 0.05
 
 
 def test_full_rank_low_rank_ease_is_ease_on_unseen_items() -> None:

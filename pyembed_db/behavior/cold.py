@@ -5,6 +5,10 @@ A ridge regression learned on warm items maps text space to behavior space:
 trained behavior vectors, so a new item gets ``t @ W`` the moment it is embedded, and lands
 near the warm items whose texts resemble its own. A bias column is part of the map (the mean
 behavior vector), so an item with an uninformative text gets the average item's vector.
+
+:func:`cold_vectors` maps directions only and gives every cold item the norm of the least
+used warm items (:func:`cold_norm`): under inner-product scoring an item's norm is its
+popularity prior, and a cold item must not outrank the catalog's popular items for everyone.
 """
 
 from __future__ import annotations
@@ -62,3 +66,41 @@ def map_text(text_vectors: np.ndarray, text_map: np.ndarray) -> np.ndarray:
         raise InvalidInputError(
             f"text map expects {text_map.shape[0] - 1}-d text vectors, got {t.shape[1] - 1}")
     return np.asarray(t @ text_map, dtype=np.float32)
+
+
+def cold_norm(norms: np.ndarray, counts: np.ndarray, quantile: float = 0.1) -> float:
+    """The norm of a cold item's vector: the median norm of the warm items with the fewest
+    events (counts up to their ``quantile``).
+
+    In EASE and ALS an item's norm grows with its events. A map fitted on the raw vectors gave
+    cold items about the count-weighted mean norm, that of the popular items: on the 100k
+    synthetic scale data, 1,934 cold items came out at norm 13 (items with 1-2 events: 0.3-0.6)
+    and filled every user's top 10, recall@10 0.003 against popularity's 0.18.
+
+    Example::
+
+        >>> cold_norm(np.array([0.5, 0.7, 9.0, 12.0]), np.array([1, 1, 50, 80]), 0.5)
+        0.6
+    """
+    counts = np.asarray(counts, dtype=np.float64)
+    few = counts <= np.quantile(counts, quantile)
+    return float(np.median(np.asarray(norms, dtype=np.float64)[few]))
+
+
+def cold_vectors(warm_text: np.ndarray, warm_vectors: np.ndarray, warm_counts: np.ndarray,
+                 cold_text: np.ndarray, *, ridge: float = 1.0) -> np.ndarray:
+    """Behavior vectors (cold items, d) from text: the direction mapped by a ridge map fitted
+    on the warm items' directions (errors weighted by their event counts), the norm
+    :func:`cold_norm` of the warm items.
+
+    Example::
+
+        vectors = cold_vectors(text[warm], model_vectors[warm], counts, text[cold])
+    """
+    warm_vectors = np.asarray(warm_vectors, dtype=np.float64)
+    norms = np.linalg.norm(warm_vectors, axis=1)
+    directions = warm_vectors / np.maximum(norms, 1e-12)[:, None]
+    text_map = fit_text_map(warm_text, directions, ridge=ridge, sample_weights=warm_counts)
+    mapped = map_text(cold_text, text_map).astype(np.float64)
+    lengths = np.maximum(np.linalg.norm(mapped, axis=1), 1e-12)[:, None]
+    return np.asarray(mapped * (cold_norm(norms, warm_counts) / lengths), dtype=np.float32)

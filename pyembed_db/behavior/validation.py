@@ -8,6 +8,7 @@ are never recommended, users without a relevant item are not scored.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -84,6 +85,11 @@ class Holdout:
         popular = set(np.argsort(-counts, kind="stable")[:100].tolist())
         return cls(train, catalog, users, relevant, seen, popular)
 
+    @cached_property
+    def scored_train(self) -> Events:
+        """The training events of the scored users (every pool folds them in)."""
+        return self.train.subset(np.isin(self.train.user_ids, self.users))
+
     def behavior_pool(self, model: BehaviorModel, depth: int,
                       extra_items: np.ndarray | None = None,
                       extra_vectors: np.ndarray | None = None) -> Pool:
@@ -97,8 +103,7 @@ class Holdout:
 
             pool = holdout.behavior_pool(model, 40)
         """
-        mine = np.isin(self.train.user_ids, self.users)
-        users, vectors = model.fold_in_users(self.train.subset(mine))
+        users, vectors = model.fold_in_users(self.scored_train)
         rows = np.zeros((len(self.users), model.dimension), dtype=np.float32)
         rows[np.searchsorted(self.users, users)] = vectors
         items = np.zeros((len(self.catalog), model.dimension), dtype=np.float32)
@@ -123,7 +128,7 @@ class Holdout:
         ``chunk`` (default: all users)."""
         seen = self.seen if chunk is None else self.seen[chunk]
         top = top_k_unseen(scores, seen, depth)
-        at = np.take_along_axis(np.asarray(scores, dtype=np.float64), np.maximum(top, 0), axis=1)
+        at = np.take_along_axis(np.asarray(scores), np.maximum(top, 0), axis=1).astype(np.float64)
         return Pool(top, np.where(top >= 0, at, -np.inf))
 
     def _chunks(self) -> list[slice]:
