@@ -25,7 +25,7 @@ from threadpoolctl import threadpool_limits
 
 from . import sqlfiles
 from .active import active_model_id
-from .behavior import BehaviorModel, BehaviorParams, Events, cold_vectors, train_events
+from .behavior import BehaviorModel, BehaviorParams, Events, cold_items, train_events
 from .behavior.fusion import Fusion
 from .behavior.tune import Grid, tune
 from .errors import InvalidInputError, ModelError, translate
@@ -174,21 +174,18 @@ class _TextVectors:
 
 
 def _cold_vectors(conn: psycopg.Connection[Any], model: BehaviorModel, text: _TextVectors,
-                  warm_counts: dict[int, int]) -> tuple[dict[int, np.ndarray], dict[int, bytes]]:
-    """Behavior vectors for items with a text vector but no trained one (the text map)."""
-    row_of = {int(i): n for n, i in enumerate(text.items)}
-    trained = {int(i): j for j, i in enumerate(model.items)}
-    warm = [i for i in trained if i in row_of]
-    cold = [i for i in row_of if i not in trained]
-    if not cold or len(warm) < 2:
+                  events: Events) -> tuple[dict[int, np.ndarray], dict[int, bytes]]:
+    """Behavior vectors for items with a text vector but no trained one (the text map), and
+    the content hashes of their texts."""
+    if not len(text.items):
         return {}, {}
-    mapped = cold_vectors(text.vectors[[row_of[i] for i in warm]],
-                          model.item_vectors[[trained[i] for i in warm]],
-                          np.array([warm_counts.get(i, 1) for i in warm], dtype=np.float64),
-                          text.vectors[[row_of[i] for i in cold]])
+    cold, mapped = cold_items(model.items, model.item_vectors, text.items, text.vectors,
+                              events.item_ids)
+    if not len(cold):
+        return {}, {}
     hashes = dict(conn.execute(sqlfiles.read("queries/behavior_text_hashes.sql"),
-                               {"model_id": text.model_id, "items": cold}).fetchall())
-    return ({i: mapped[n] for n, i in enumerate(cold)},
+                               {"model_id": text.model_id, "items": cold.tolist()}).fetchall())
+    return ({int(i): mapped[n] for n, i in enumerate(cold)},
             {int(i): bytes(h) for i, h in hashes.items()})
 
 
@@ -240,9 +237,7 @@ def train_behavior(conn: psycopg.Connection[Any], *, full: bool = False,
             text_vectors=text.vectors if len(text.items) else None,
             popularity_half_lives=_popularity_half_lives(conn))
         model = train_events(events, params)
-    warm_counts = dict(zip(*np.unique(events.item_ids, return_counts=True), strict=True))
-    cold, cold_hashes = _cold_vectors(conn, model, text,
-                                      {int(k): int(v) for k, v in warm_counts.items()})
+    cold, cold_hashes = _cold_vectors(conn, model, text, events)
     item_vectors = {int(i): model.item_vectors[j] for j, i in enumerate(model.items)}
     item_vectors.update(cold)
     users = user_vectors(model, events)

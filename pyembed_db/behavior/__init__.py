@@ -29,7 +29,7 @@ excluded (low-rank EASE scores a user's own items highest).
 
 from __future__ import annotations
 
-from .cold import cold_norm, cold_vectors, fit_text_map, map_text
+from .cold import cold_items, cold_norm, cold_vectors, fit_text_map, map_text
 from .events import Events
 from .interactions import Interactions, build_interactions, event_weights
 from .train import BehaviorModel, BehaviorParams, train, train_events
@@ -42,6 +42,7 @@ __all__ = [
     "Interactions",
     "build_interactions",
     "event_weights",
+    "cold_items",
     "cold_norm",
     "cold_vectors",
     "fit_text_map",

@@ -104,3 +104,31 @@ def cold_vectors(warm_text: np.ndarray, warm_vectors: np.ndarray, warm_counts: n
     mapped = map_text(cold_text, text_map).astype(np.float64)
     lengths = np.maximum(np.linalg.norm(mapped, axis=1), 1e-12)[:, None]
     return np.asarray(mapped * (cold_norm(norms, warm_counts) / lengths), dtype=np.float32)
+
+
+def cold_items(model_items: np.ndarray, model_vectors: np.ndarray, text_items: np.ndarray,
+               text_vectors: np.ndarray, event_items: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The items with a text vector and no trained one (``text_items`` order) and their vectors
+    (:func:`cold_vectors`, each warm item weighted by its number of events in ``event_items``);
+    none when fewer than 2 trained items have a text vector. ``model_items`` is sorted, as a
+    trained model keeps it. Training stores these beside the trained vectors, and the
+    validation scores them, so that both rank the same catalog.
+
+    Example::
+
+        ids, vectors = cold_items(model.items, model.item_vectors, text_ids, text, events.item_ids)
+    """
+    text_items = np.asarray(text_items, dtype=np.int64)
+    model_items = np.asarray(model_items, dtype=np.int64)
+    position = np.minimum(np.searchsorted(model_items, text_items), max(len(model_items) - 1, 0))
+    trained = (model_items[position] == text_items) if len(model_items) else \
+        np.zeros(len(text_items), dtype=bool)
+    if trained.sum() < 2 or trained.all():
+        return np.zeros(0, dtype=np.int64), np.zeros((0, np.shape(model_vectors)[1]), np.float32)
+    counted, counts = np.unique(np.asarray(event_items, dtype=np.int64), return_counts=True)
+    at = np.minimum(np.searchsorted(counted, text_items[trained]), max(len(counted) - 1, 0))
+    warm_counts = np.where(counted[at] == text_items[trained], counts[at], 1) if len(counted) \
+        else np.ones(int(trained.sum()))
+    vectors = cold_vectors(text_vectors[trained], np.asarray(model_vectors)[position[trained]],
+                           warm_counts.astype(np.float64), text_vectors[~trained])
+    return text_items[~trained], vectors

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import InvalidInputError
+from .cold import cold_items
 from .events import Events
 from .fusion import Fusion
 from .train import BehaviorModel, BehaviorParams, train_events
@@ -102,9 +103,13 @@ def _with(params: BehaviorParams, name: str, value: Any) -> BehaviorParams:
 class _Search:
     """Trains each distinct parameter set once and remembers every validation score."""
 
-    def __init__(self, holdout: Holdout, events: Events, k: int, seed: int) -> None:
-        self.holdout, self.events, self.k, self.seed = holdout, events, k, seed
+    def __init__(self, holdout: Holdout, events: Events, k: int, seed: int,
+                 text: tuple[np.ndarray, np.ndarray] | None) -> None:
+        self.holdout, self.events, self.k, self.seed, self.text = holdout, events, k, seed, text
         self.models: dict[BehaviorParams, BehaviorModel] = {}
+        # per model: the cold items (text vector, no trained one) and their mapped vectors,
+        # ranked with the trained items as pyembed.recommend ranks them
+        self.cold: dict[BehaviorParams, tuple[np.ndarray | None, np.ndarray | None]] = {}
         self.scores: dict[tuple[BehaviorParams, Fusion], float] = {}
         self.pool_key: BehaviorParams | None = None
         self.pool: Pool | None = None
@@ -113,7 +118,9 @@ class _Search:
     def model(self, params: BehaviorParams) -> BehaviorModel:
         key = replace(params, recent_half_life=None)
         if key not in self.models:
-            self.models[key] = train_events(self.events, key, seed=self.seed)
+            model = self.models[key] = train_events(self.events, key, seed=self.seed)
+            self.cold[key] = (None, None) if self.text is None else cold_items(
+                model.items, model.item_vectors, *self.text, self.events.item_ids)
         return replace(self.models[key], params=params)
 
     def score(self, params: BehaviorParams, fusion: Fusion | None = None,
@@ -123,7 +130,9 @@ class _Search:
             return self.scores[key]
         started = time.perf_counter()
         if self.pool_key != params:  # fusion trials reuse one model's candidates
-            self.pool = self.holdout.behavior_pool(self.model(params), candidate_depth(self.k))
+            self.pool = self.holdout.behavior_pool(
+                self.model(params), candidate_depth(self.k),
+                *self.cold[replace(params, recent_half_life=None)])
             self.pool_key = params
         result = self.holdout.evaluate(self.model(params), fusion, k=self.k,
                                        text_vectors=text_vectors, pool=self.pool)
@@ -172,9 +181,16 @@ def tune(events: Events, *, holdout: int = 10, k: int = 10, method: str = "auto"
     fit_events, valid_events = validation_split(events, holdout)
     if len(valid_events) == 0:
         raise InvalidInputError(f"no user has more than {holdout} events to validate on")
-    checked = Holdout.build(fit_events, valid_events)
+    with_text = None
+    if text_items is not None and text_vectors is not None:
+        with_text = (np.asarray(text_items, dtype=np.int64), np.asarray(text_vectors))
+    # Every item that serving can list: those with events, and those with a text vector only
+    # (cold items, through the text map).
+    catalog = np.unique(np.concatenate(
+        [fit_events.item_ids, valid_events.item_ids] + ([with_text[0]] if with_text else [])))
+    checked = Holdout.build(fit_events, valid_events, catalog)
     started = time.perf_counter()
-    search = _Search(checked, fit_events, k, seed)
+    search = _Search(checked, fit_events, k, seed, with_text)
     n_items = len(np.unique(fit_events.item_ids))
     params = (start or BehaviorParams(method=method))
     space = dict(grid.ease_lr if params.method == "ease_lr" else grid.ials)
@@ -190,9 +206,7 @@ def tune(events: Events, *, holdout: int = 10, k: int = 10, method: str = "auto"
     params, _ = _ascend(search, params, space, ["recent_half_life"])
     params, _ = _ascend(search, params, space, training + ["recent_half_life"])
     fusion, best = Fusion(), search.score(params)
-    text = None
-    if text_items is not None and text_vectors is not None:
-        text = _catalog_rows(checked.catalog, text_items, text_vectors)
+    text = _catalog_rows(checked.catalog, *with_text) if with_text else None
     for hl in grid.popularity_half_life_seconds:
         for weight in grid.popularity:
             for text_weight in (grid.text if text is not None else [0.0]):

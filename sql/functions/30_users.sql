@@ -96,8 +96,9 @@ as $$
         where e.user_id = any (users)
         group by e.user_id
     ),
-    -- materialized: the decayed weight is computed once per event, not once per aggregate
-    ev as materialized (
+    -- Not materialized: writing and re-reading the rows cost more than computing the decayed
+    -- weight once per aggregate that reads it (ML-1M, 1,000 users: 0.38 s instead of 0.46 s).
+    ev as (
         select e.user_id, e.item_id, b.last_at, b.watermark,
                pyembed.rule_weight(t.weight, e.event_type, e.value)
                * pyembed.decay(extract(epoch from b.last_at - e.occurred_at)::float8, cfg.hl)
