@@ -52,6 +52,8 @@ class Holdout:
     seen: sp.csr_matrix
     popular: set[int]
     cache: dict[Any, np.ndarray] = field(default_factory=dict, repr=False)
+    targets: dict[int, tuple[dict[int, set[int]], tuple[np.ndarray, np.ndarray, np.ndarray]]] = \
+        field(default_factory=dict, repr=False)
 
     @classmethod
     def build(cls, train: Events, heldout: Events, catalog: np.ndarray | None = None) -> Holdout:
@@ -67,13 +69,13 @@ class Holdout:
                              (heldout.user_ids, np.searchsorted(catalog, heldout.item_ids))),
                             shape=(int(heldout.user_ids.max(initial=0)) + 1, len(catalog)))
         net.sum_duplicates()
+        net.data = np.where(net.data > 0, net.data, 0.0)
+        net.eliminate_zeros()  # what is left: the relevant (user, column) pairs
+        counts = np.diff(net.indptr)
         trained = np.unique(train.user_ids)
         relevant: dict[int, set[int]] = {}
-        for user in np.unique(heldout.user_ids):
-            row = net.getrow(user)
-            cols = row.indices[row.data > 0]
-            if len(cols) and np.isin(user, trained):
-                relevant[int(user)] = set(cols.tolist())
+        for user in np.flatnonzero(counts)[np.isin(np.flatnonzero(counts), trained)]:
+            relevant[int(user)] = set(net.indices[net.indptr[user]:net.indptr[user + 1]].tolist())
         users = np.array(sorted(relevant), dtype=np.int64)
         rows = np.searchsorted(users, train.user_ids)
         keep = (rows < len(users)) & (users[np.minimum(rows, len(users) - 1)] == train.user_ids)
@@ -179,26 +181,43 @@ class Holdout:
         """Recall/NDCG@k, coverage and popular share of top-k lists (rows follow ``users``);
         ``only`` replaces the relevant sets (e.g. cold items only)."""
         relevant = self.relevant if only is None else only
-        scored = sorted(u for u, items in relevant.items() if items)
-        if not scored:
+        rows, wanted, counts = self._targets(relevant)
+        if not len(rows):
             return ListScore(0, 0.0, 0.0, 0.0, 0.0)
         # vectorized score_lists (the same numbers): one key per (scored user, column)
-        shown = top[np.searchsorted(self.users, scored), :k]
+        shown = top[rows, :k]
         n = len(self.catalog)
-        wanted = np.concatenate([row * n + np.fromiter(relevant[u], dtype=np.int64)
-                                 for row, u in enumerate(scored)])
-        counts = np.array([len(relevant[u]) for u in scored])
         valid = shown >= 0
-        hit = valid & np.isin(np.arange(len(scored))[:, None] * n + shown, wanted)
+        keys = np.arange(len(rows))[:, None] * n + shown
+        found = wanted[np.minimum(np.searchsorted(wanted, keys), len(wanted) - 1)] == keys
+        hit = valid & found
         discount = 1.0 / np.log2(np.arange(k) + 2.0)
         ideal = np.cumsum(discount)[np.minimum(k, counts) - 1]
         ndcg = (hit * discount[:shown.shape[1]]).sum(axis=1) / ideal
         listed = shown[valid]
         share = (np.isin(listed, np.fromiter(self.popular, dtype=np.int64)).sum() / len(listed)
                  if len(listed) else 0.0)
-        return ListScore(len(scored), float(np.mean(hit.sum(axis=1) / counts)),
+        return ListScore(len(rows), float(np.mean(hit.sum(axis=1) / counts)),
                          float(np.mean(ndcg)), len(np.unique(listed)) / n if n else 0.0,
                          float(share))
+
+    def _targets(self, relevant: dict[int, set[int]]) -> tuple[np.ndarray, np.ndarray,
+                                                                np.ndarray]:
+        """(rows of the scored users, sorted keys row * catalog + column of their relevant
+        columns, relevant count per scored user); cached per relevance dict (every fusion trial
+        scores against the same one)."""
+        cached = self.targets.get(id(relevant))
+        if cached is not None and cached[0] is relevant:
+            return cached[1]
+        scored = sorted(u for u, items in relevant.items() if items)
+        n = len(self.catalog)
+        wanted = np.sort(np.concatenate(
+            [row * n + np.fromiter(relevant[u], dtype=np.int64) for row, u in enumerate(scored)]
+            or [np.zeros(0, dtype=np.int64)]))
+        found = (np.searchsorted(self.users, scored).astype(np.int64), wanted,
+                 np.array([len(relevant[u]) for u in scored], dtype=np.int64))
+        self.targets[id(relevant)] = (relevant, found)
+        return found
 
     def evaluate(self, model: BehaviorModel, fusion: Fusion | None = None, *, k: int = 10,
                  text_vectors: np.ndarray | None = None, pool: Pool | None = None) -> ListScore:
