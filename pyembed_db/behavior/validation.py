@@ -71,11 +71,9 @@ class Holdout:
         net.sum_duplicates()
         net.data = np.where(net.data > 0, net.data, 0.0)
         net.eliminate_zeros()  # what is left: the relevant (user, column) pairs
-        counts = np.diff(net.indptr)
-        trained = np.unique(train.user_ids)
-        relevant: dict[int, set[int]] = {}
-        for user in np.flatnonzero(counts)[np.isin(np.flatnonzero(counts), trained)]:
-            relevant[int(user)] = set(net.indices[net.indptr[user]:net.indptr[user + 1]].tolist())
+        with_relevant = np.flatnonzero(np.diff(net.indptr))
+        relevant = {int(user): set(net.indices[net.indptr[user]:net.indptr[user + 1]].tolist())
+                    for user in with_relevant[np.isin(with_relevant, train.user_ids)]}
         users = np.array(sorted(relevant), dtype=np.int64)
         rows = np.searchsorted(users, train.user_ids)
         keep = (rows < len(users)) & (users[np.minimum(rows, len(users) - 1)] == train.user_ids)
