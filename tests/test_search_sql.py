@@ -252,11 +252,14 @@ def test_exclude_user_removes_items_with_events(db: psycopg.Connection[Any],
     for item in top[:3]:
         db.execute("insert into pyembed.events (user_id, item_id, event_type) "
                    "values (%s, %s, 'view')", (user, item))
-    for strategy in ("exact", "hnsw"):
+    # auto: no filter and default settings take search_unfiltered directly, without a plan
+    results = {}
+    for strategy in ("exact", "hnsw", "auto"):
         db.execute(f"set pyembed.search_strategy = '{strategy}'")
-        got = [r[0] for r in search(db, q, K, exclude_user=user)]
+        got = results[strategy] = [r[0] for r in search(db, q, K, exclude_user=user)]
         assert len(got) == K and not set(got) & set(top[:3])
         assert got[:7] == top[3:]
+    assert results["auto"] == results["hnsw"]
 
 
 def test_search_similar_excludes_the_item(db: psycopg.Connection[Any], catalog: Catalog) -> None:

@@ -81,7 +81,7 @@ class Grid:
         "factors": [64, 128],
     })
     text: list[float] = field(default_factory=lambda: [0.0, 0.05, 0.1, 0.2, 0.4])
-    popularity: list[float] = field(default_factory=lambda: [0.0, 0.05, 0.1, 0.2])
+    popularity: list[float] = field(default_factory=lambda: [0.0, 0.05, 0.1, 0.2, 0.5, 1.0])
     popularity_half_life_seconds: list[float | None] = field(
         default_factory=lambda: [None, 30 * DAY, 90 * DAY])
 

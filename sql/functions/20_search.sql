@@ -681,16 +681,24 @@ declare
     found_ids bigint[];
     found_distances double precision[];
     complete boolean;
+    excluded bigint[] := '{}';
 begin
-    -- The common case (no filter, nobody excluded, default settings) skips the plan: one static
-    -- call of the per-model statements in search_unfiltered (plans cached per session).
-    if (filters is null or filters = '{}') and exclude_user is null
+    -- The common case (no filter, default settings; with or without a user's items excluded:
+    -- what recommendations ask) skips the plan: one static call of the per-model statements in
+    -- search_unfiltered (plans cached per session), with the arguments search_plan would give.
+    if (filters is null or filters = '{}')
        and coalesce(current_setting('pyembed.search_strategy', true), '') in ('', 'auto')
        and coalesce(current_setting('pyembed.search_ef_search', true), '')
            || coalesce(current_setting('pyembed.search_rerank', true), '')
            || coalesce(current_setting('pyembed.search_max_scan_tuples', true), '') = '' then
+        if exclude_user is not null then
+            if not exists (select from pyembed.users u where u.user_id = exclude_user) then
+                raise exception 'unknown user_id %', exclude_user using errcode = 'PE003';
+            end if;
+            excluded := pyembed.user_item_ids(exclude_user);
+        end if;
         select u.ids, u.distances, u.complete into found_ids, found_distances, complete
-        from pyembed.search_unfiltered('{}', query, '{}', null, k, null, null, model_id) u;
+        from pyembed.search_unfiltered('{}', query, excluded, null, k, null, null, model_id) u;
     end if;
     if complete is not true then
         plan := pyembed.search_plan(query, k, filters, exclude_user, model_id);
