@@ -496,7 +496,8 @@ $gen$;
 -- Behavior models only: text-model queries are texts, whose distance to the items varies too
 -- much for user vectors to stand for them (docs/search.md, *Recall*). Returns the chosen
 -- ef_search, or null (nothing recorded) when the model has no HNSW index or no user vector.
--- `pyembed-db train` runs it after building the new model's index.
+-- activate_model runs it for a behavior model not calibrated yet (so every `pyembed-db train`
+-- does); call it again after the catalog or the users changed a lot.
 --   select pyembed.calibrate_search(5);
 --
 -- SECURITY DEFINER, like ensure_model_index: re-creating search_unfiltered takes the owner.
