@@ -119,16 +119,15 @@ def cold_items(model_items: np.ndarray, model_vectors: np.ndarray, text_items: n
         ids, vectors = cold_items(model.items, model.item_vectors, text_ids, text, events.item_ids)
     """
     text_items = np.asarray(text_items, dtype=np.int64)
-    model_items = np.asarray(model_items, dtype=np.int64)
-    position = np.minimum(np.searchsorted(model_items, text_items), max(len(model_items) - 1, 0))
-    trained = (model_items[position] == text_items) if len(model_items) else \
-        np.zeros(len(text_items), dtype=bool)
+    trained = np.isin(text_items, model_items)
     if trained.sum() < 2 or trained.all():
         return np.zeros(0, dtype=np.int64), np.zeros((0, np.shape(model_vectors)[1]), np.float32)
+    warm = text_items[trained]
+    # the model was trained on these events, so every warm item is among them
     counted, counts = np.unique(np.asarray(event_items, dtype=np.int64), return_counts=True)
-    at = np.minimum(np.searchsorted(counted, text_items[trained]), max(len(counted) - 1, 0))
-    warm_counts = np.where(counted[at] == text_items[trained], counts[at], 1) if len(counted) \
-        else np.ones(int(trained.sum()))
-    vectors = cold_vectors(text_vectors[trained], np.asarray(model_vectors)[position[trained]],
-                           warm_counts.astype(np.float64), text_vectors[~trained])
+    at = np.minimum(np.searchsorted(counted, warm), len(counted) - 1)
+    warm_counts = np.where(counted[at] == warm, counts[at], 1).astype(np.float64)
+    vectors = cold_vectors(text_vectors[trained],
+                           np.asarray(model_vectors)[np.searchsorted(model_items, warm)],
+                           warm_counts, text_vectors[~trained])
     return text_items[~trained], vectors

@@ -155,7 +155,7 @@ class Holdout:
 
     def _text_users(self, text_vectors: np.ndarray,
                     half_life_seconds: float | None) -> np.ndarray:
-        mine = self.train.subset(np.isin(self.train.user_ids, self.users))
+        mine = self.scored_train
         mapped = Events(mine.user_ids, np.searchsorted(self.catalog, mine.item_ids),
                         mine.type_weights, mine.is_rating, mine.values, mine.occurred_at,
                         mine.event_ids)
