@@ -264,15 +264,16 @@ def run_cli(args: list[str], admin_url: str) -> dict[str, float]:
 
 @contextlib.contextmanager
 def measured(admin_url: str) -> Iterator[dict[str, float]]:
-    """Time, CPU and peak memory of a block run in this process (on ``named`` connections)."""
+    """Time, CPU and peak memory of a block run in this process and its children (on
+    ``named`` connections)."""
     result: dict[str, float] = {}
     me = psutil.Process()
-    cpu = sum(me.cpu_times()[:2])
+    cpu = sum(me.cpu_times()[:4])  # with the reaped children: refresh_users(jobs=2) forks
     start = time.perf_counter()
-    with PeakMemory(admin_url, lambda: [os.getpid()]) as peak:
+    with PeakMemory(admin_url, lambda: [me.pid, *(c.pid for c in me.children(True))]) as peak:
         yield result
     result.update(seconds=time.perf_counter() - start, client_mb=peak.client_mb,
-                  server_mb=peak.server_mb, client_cpu=sum(me.cpu_times()[:2]) - cpu,
+                  server_mb=peak.server_mb, client_cpu=sum(me.cpu_times()[:4]) - cpu,
                   server_cpu=peak.server_cpu)
 
 

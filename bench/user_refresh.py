@@ -6,7 +6,8 @@ vectors under a fake active model (the refresh cost does not depend on where vec
 
 Measured in the same run, on a private embedded server (``--data-dir``, not the tests'):
 1. full refresh: ``select pyembed.refresh_users(batch => B)`` until the queue is empty (the
-   pg_cron path, SQL only), and the worker path (SQL + interest k-means in Python);
+   pg_cron path, SQL only), and the worker path (``refresh_users``, one session: the same
+   vectors in numpy from the events, plus the interest k-means);
 2. baseline: a per-user Python loop that fetches each user's events with their item vectors
    and computes the same two vectors (long-term and short-term weighted, decayed means) in
    numpy, then writes them back; with the vectors fetched in psycopg's default text format, and
@@ -83,8 +84,9 @@ def setup(url: str, copies: int, seed: int) -> dict[str, Any]:
 
 
 def sql_refresh(url: str, batch: int, interests: bool) -> tuple[int, float]:
-    """Drain the queue with the SQL function, or with ``users.refresh_users`` (SQL + interest
-    k-means, what the worker step does); returns (users, seconds)."""
+    """Drain the queue with the SQL function, or with ``users.refresh_users`` (the worker's
+    path: the same vectors computed in numpy, plus the interest k-means; one session);
+    returns (users, seconds)."""
     with connect(url) as conn:
         start = time.perf_counter()
         if interests:

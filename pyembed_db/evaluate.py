@@ -46,7 +46,7 @@ from .behavior import Events
 from .errors import InvalidInputError, ModelError
 from .metrics import score
 from .training import VALIDATION_HOLDOUT, TrainResult, read_events, train_behavior
-from .users import write_interests
+from .user_vectors import KINDS, write_user_vectors
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +68,7 @@ INTEREST_METHODS = {"multi-interest", "multi-interest+pop"}
 TEXT_METHODS = {"single-vector", *INTEREST_METHODS}
 TIMED_USERS = 100
 COLD_EVENTS = 5  # held-out items with fewer training events are scored apart as cold items
-INTEREST_BATCH = 500
+USER_BATCH = 1000
 RECOMMEND_BATCH = 500
 
 
@@ -119,15 +119,14 @@ def _text_user_vectors(conn: psycopg.Connection[Any], users: list[int], model_id
         conn.execute(sqlfiles.read("queries/evaluate_drop_text_vectors.sql"),
                      {"model_id": model_id})
         return
-    conn.execute(sqlfiles.read("queries/evaluate_refresh_all.sql"),
-                 {"users": users, "model_id": model_id})
-    if not (INTEREST_METHODS & set(methods) or ("default" in methods and not behavior_default)):
-        return
-    with tqdm(total=len(users), desc="evaluate: interests", unit="user",
+    interests = bool(INTEREST_METHODS & set(methods)
+                     or ("default" in methods and not behavior_default))
+    kinds = KINDS if interests else ("long_term", "short_term")
+    with tqdm(total=len(users), desc="evaluate: user vectors", unit="user",
               disable=not progress) as bar:
-        for start in range(0, len(users), INTEREST_BATCH):
-            batch = users[start:start + INTEREST_BATCH]
-            write_interests(conn, batch, model_id)
+        for start in range(0, len(users), USER_BATCH):
+            batch = users[start:start + USER_BATCH]
+            write_user_vectors(conn, batch, model_id, kinds=kinds)
             bar.update(len(batch))
 
 

@@ -12,31 +12,37 @@ import logging
 from dataclasses import dataclass
 from datetime import datetime
 from importlib import resources
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import psycopg
-from alembic import command
-from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
-from alembic.util import CommandError
 
 from . import sqlfiles
 from .db import check_pgvector, connect, create_sa_engine
 from .errors import MigrationError
+
+if TYPE_CHECKING:
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
 
 log = logging.getLogger(__name__)
 
 VERSION_TABLE = "pyembed_alembic_version"
 
 
+# Alembic is imported where it is used: it is a third of the start-up time of every CLI
+# command, and only `migrate` and `status` need it.
+
 def _config() -> Config:
+    from alembic.config import Config
+
     config = Config()
     config.set_main_option("script_location", str(resources.files("pyembed_db.migrations")))
     return config
 
 
 def _script() -> ScriptDirectory:
+    from alembic.script import ScriptDirectory
+
     return ScriptDirectory.from_config(_config())
 
 
@@ -49,6 +55,8 @@ def head_revision() -> str:
 
 def current_revision(url: str | None = None) -> str | None:
     """The revision the database is at, or None before the first migration."""
+    from alembic.runtime.migration import MigrationContext
+
     engine = create_sa_engine(url)
     try:
         with engine.connect() as conn:
@@ -61,6 +69,9 @@ def current_revision(url: str | None = None) -> str | None:
 
 
 def _run(url: str | None, action: str, revision: str) -> None:
+    from alembic import command
+    from alembic.util import CommandError
+
     with connect(url) as conn:  # fails early, with a clear message, when pgvector is missing
         check_pgvector(conn)
     engine = create_sa_engine(url)

@@ -28,6 +28,7 @@ from .active import active_model_id
 from .behavior import BehaviorModel, BehaviorParams, Events, cold_items, train_events
 from .behavior.fusion import Fusion
 from .behavior.tune import Grid, tune
+from .bulk import insert_item_embeddings, insert_user_embeddings
 from .errors import InvalidInputError, ModelError, translate
 
 log = logging.getLogger(__name__)
@@ -189,22 +190,6 @@ def _cold_vectors(conn: psycopg.Connection[Any], model: BehaviorModel, text: _Te
             {int(i): bytes(h) for i, h in hashes.items()})
 
 
-def _copy_item_vectors(conn: psycopg.Connection[Any], model_id: int,
-                       vectors: dict[int, np.ndarray], hashes: dict[int, bytes]) -> None:
-    with conn.cursor() as cur, cur.copy(sqlfiles.read("queries/behavior_copy_items.sql")) as copy:
-        copy.set_types(["integer", "bigint", "vector", "bytea"])
-        for item_id, vector in vectors.items():
-            copy.write_row((model_id, item_id, vector, hashes.get(item_id, TRAINED_HASH)))
-
-
-def _copy_user_vectors(conn: psycopg.Connection[Any], model_id: int,
-                       found: UserVectors) -> None:
-    with conn.cursor() as cur, cur.copy(sqlfiles.read("queries/behavior_copy_users.sql")) as copy:
-        copy.set_types(["integer", "bigint", "text", "vector", "integer", "bigint"])
-        for user_id, vector, count, watermark in found.rows():
-            copy.write_row((model_id, user_id, "long_term", vector, count, watermark))
-
-
 def train_behavior(conn: psycopg.Connection[Any], *, full: bool = False,
                    holdout: int = VALIDATION_HOLDOUT, activate: bool = True,
                    name: str = "behavior", commit: bool = True,
@@ -254,8 +239,12 @@ def train_behavior(conn: psycopg.Connection[Any], *, full: bool = False,
         }).fetchone()
         assert row is not None
         model_id = int(row[0])
-        _copy_item_vectors(conn, model_id, item_vectors, cold_hashes)
-        _copy_user_vectors(conn, model_id, users)
+        insert_item_embeddings(conn, ((model_id, item_id, vector,
+                                       cold_hashes.get(item_id, TRAINED_HASH))
+                                      for item_id, vector in item_vectors.items()))
+        insert_user_embeddings(conn, ((model_id, user_id, "long_term", 0, vector, 1.0, count,
+                                       watermark)
+                                      for user_id, vector, count, watermark in users.rows()))
         if activate:
             conn.execute(sqlfiles.read("queries/model_activate.sql"),
                          {"model_id": model_id, "force": True})
@@ -305,10 +294,11 @@ def load_behavior_model(conn: psycopg.Connection[Any], model_id: int) -> Behavio
 
 
 def fold_in_users(conn: psycopg.Connection[Any], user_ids: Sequence[int],
-                  model_id: int | None = None) -> int:
+                  model_id: int | None = None, *, events: Events | None = None) -> int:
     """Recompute the behavior vectors of ``user_ids`` from their events, without retraining
     (in the caller's transaction). A user with no event the model knows loses their vector.
-    Returns vectors written; 0 when no behavior model is active.
+    Returns vectors written; 0 when no behavior model is active. ``events``: the users'
+    events as :func:`read_events` returns them, when the caller has read them already.
 
     Example::
 
@@ -318,19 +308,14 @@ def fold_in_users(conn: psycopg.Connection[Any], user_ids: Sequence[int],
     if model_id is None or not user_ids:
         return 0
     model = load_behavior_model(conn, model_id)
-    events, _ = read_events(conn, list(user_ids))
-    written = 0
+    if events is None:
+        events, _ = read_events(conn, list(user_ids))
     found = user_vectors(model, events)
-    params = [{"model_id": model_id, "user_id": user_id, "embedding": vector, "events": count,
-               "watermark": watermark}
-              for user_id, vector, count, watermark in found.rows()]
     conn.execute(sqlfiles.read("queries/behavior_user_delete.sql"),
                  {"model_id": model_id, "users": list(user_ids)})
-    if params:
-        with conn.cursor() as cur:
-            cur.executemany(sqlfiles.read("queries/behavior_user_upsert.sql"), params)
-        written = len(params)
-    return written
+    return insert_user_embeddings(conn, ((model_id, user_id, "long_term", 0, vector, 1.0, count,
+                                          watermark)
+                                         for user_id, vector, count, watermark in found.rows()))
 
 
 # Key of the session advisory lock held while a worker trains (one training at a time).

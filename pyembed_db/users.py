@@ -1,22 +1,23 @@
 """User vectors: the Python face of ``pyembed.refresh_user(s)`` plus multi-interest vectors.
 
-The long-term and short-term vectors are computed in SQL (sql/functions/30_users.sql) so that
-pg_cron can run ``select pyembed.refresh_users()`` without Python. The worker step
-:func:`refresh_step` additionally clusters each refreshed user's liked items into up to k
-interest vectors (:mod:`pyembed_db.interests`) and folds the user's events into the active
-behavior model (:func:`pyembed_db.training.fold_in_users`) in the same transaction.
+SQL can refresh users alone (``select pyembed.refresh_users()`` from pg_cron:
+sql/functions/30_users.sql). The Python side claims the same queue (``pyembed.claim_users``),
+computes the long-term, short-term and interest vectors from one read of each batch's item
+weights (:mod:`pyembed_db.user_vectors`: the same formula, without SQL's per-row vector
+arithmetic) and folds the users' events into the active behavior model
+(:func:`pyembed_db.training.fold_in_users`), in one transaction per batch.
 """
 
 from __future__ import annotations
 
 import logging
-from concurrent.futures import ThreadPoolExecutor
+import multiprocessing
+from concurrent.futures import Future, ProcessPoolExecutor, wait
+from contextlib import ExitStack
 from datetime import datetime, timedelta
 from typing import Any
 
-import numpy as np
 import psycopg
-from pgvector import Vector
 from psycopg.conninfo import make_conninfo
 from tqdm import tqdm
 
@@ -26,20 +27,13 @@ from .arguments import check_id, check_text
 from .behavior.blas import one_thread
 from .db import connect
 from .errors import InvalidInputError, translate
-from .interests import choose_k, weighted_kmeans
-from .training import active_behavior_model, fold_in_users
+from .training import active_behavior_model, fold_in_users, read_events
+from .user_vectors import KINDS, write_user_vectors
 
 log = logging.getLogger(__name__)
 
 UserRef = int | str
 POPULARITY_INTERVAL = timedelta(minutes=1)
-
-
-def as_array(value: Any) -> np.ndarray[Any, np.dtype[np.float32]]:
-    """A vector column value (``pgvector.Vector`` or ndarray) as a float32 array."""
-    if isinstance(value, Vector):
-        return np.asarray(value.to_numpy(), dtype=np.float32)
-    return np.asarray(value, dtype=np.float32)
 
 
 def resolve_user(conn: psycopg.Connection[Any], user: UserRef) -> int:
@@ -86,7 +80,7 @@ def refresh_user(conn: psycopg.Connection[Any], user: UserRef, *, interests: boo
     written = int(row[0]) if row else 0
     model = model_id if model_id is not None else active_model_id(conn)
     if interests and model is not None:
-        written += write_interests(conn, [user_id], model)
+        written += write_user_vectors(conn, [user_id], model, kinds=["interest"])
     return written + fold_in_users(conn, [user_id])
 
 
@@ -97,10 +91,9 @@ def refresh_users(conn: psycopg.Connection[Any], *, batch_size: int = 1000,
 
     ``since`` first queues users with events at or after it that their vectors miss;
     ``every_user`` first queues every user who has events (``pyembed.queue_users()``: a full
-    refresh). ``jobs`` > 1 drains with that many sessions at once (more connections to the
-    same database; batches are claimed with SKIP LOCKED, so each user is refreshed once):
-    the server's SQL and this process's clustering then overlap. ``progress`` shows a bar on
-    stderr.
+    refresh). ``jobs`` > 1 drains with that many sessions at once, each in its own process
+    with its own connection (batches are claimed with SKIP LOCKED, so each user is refreshed
+    once). ``progress`` shows a bar on stderr.
 
     Example::
 
@@ -109,6 +102,8 @@ def refresh_users(conn: psycopg.Connection[Any], *, batch_size: int = 1000,
     """
     if jobs < 1:
         raise InvalidInputError(f"jobs must be >= 1, got {jobs}")
+    if batch_size < 1:
+        raise InvalidInputError(f"batch must be >= 1, got {batch_size}")
     if every_user:
         try:
             conn.execute(sqlfiles.read("queries/user_queue_all.sql"))
@@ -117,43 +112,67 @@ def refresh_users(conn: psycopg.Connection[Any], *, batch_size: int = 1000,
             conn.rollback()
             raise translate(exc) from exc
     row = conn.execute(sqlfiles.read("queries/user_queue_ready.sql")).fetchone()
-    with tqdm(total=int(row[0]) if row else None, desc="refresh users", unit="user",
-              disable=not progress) as bar:
-        first = _refresh_batch(conn, batch_size, since, interests)  # queues `since` once
-        bar.update(first)
-        if first == 0:
-            return 0
-        if jobs == 1:
-            return first + _drain(conn, batch_size, interests, bar)
-        row = conn.execute(sqlfiles.read("queries/session_tenant_get.sql")).fetchone()
-        tenant = row[0] if row else None
-        # BLAS limits are process-wide: set once here, not undone by one thread's exit while
-        # another still clusters.
-        with one_thread(), ThreadPoolExecutor(max_workers=jobs - 1) as pool:
-            others = [pool.submit(_drain_in_new_session, conn, tenant, batch_size, interests,
-                                  bar) for _ in range(jobs - 1)]
-            mine = _drain(conn, batch_size, interests, bar)
-            return first + mine + sum(f.result() for f in others)
+    queued = int(row[0]) if row else 0
+    first = 0
+    if since is not None:  # this batch queues the users `since` finds, for every session
+        first = _refresh_batch(conn, batch_size, since, interests)
+    if first == 0 and queued == 0:
+        return 0
+    with ExitStack() as stack:
+        # The other sessions start before the progress bar: forking before any thread exists.
+        others, processed = _start_sessions(stack, conn, jobs - 1, batch_size, interests)
+        bar = stack.enter_context(tqdm(total=max(queued, first), initial=first,
+                                       desc="refresh users", unit="user",
+                                       disable=not progress))
+        stack.enter_context(one_thread())
+        mine = first
+        while done := _refresh_batch(conn, batch_size, None, interests):
+            mine += done
+            bar.update(mine + processed.value - bar.n)
+        while wait(others, timeout=0.5).not_done:
+            bar.update(mine + processed.value - bar.n)
+        return mine + sum(f.result() for f in others)
 
 
-def _drain(conn: psycopg.Connection[Any], batch_size: int, interests: bool,
-           bar: tqdm[Any]) -> int:
-    total = 0
-    while done := _refresh_batch(conn, batch_size, None, interests):
-        total += done
-        bar.update(done)
-    return total
-
-
-def _drain_in_new_session(conn: psycopg.Connection[Any], tenant: str | None, batch_size: int,
-                          interests: bool, bar: tqdm[Any]) -> int:
-    """Drain with a new connection of the same parameters and tenant setting (a role set with
-    SET ROLE is not carried over: log in as the role instead)."""
+def _start_sessions(stack: ExitStack, conn: psycopg.Connection[Any], sessions: int,
+                    batch_size: int, interests: bool) -> tuple[list[Future[int]], Any]:
+    """``sessions`` processes draining the queue, each with its own connection of the same
+    parameters and tenant setting (a role set with SET ROLE is not carried over: log in as
+    the role instead), and the shared count of users they refreshed. Processes, not threads:
+    clustering and fold-in hold the GIL for most of a batch."""
+    context = multiprocessing.get_context("fork")
+    processed = context.Value("q", 0)
+    if sessions < 1:
+        return [], processed
+    row = conn.execute(sqlfiles.read("queries/session_tenant_get.sql")).fetchone()
+    conn.commit()
     conninfo = make_conninfo(conn.info.dsn, password=conn.info.password or None)
-    with connect(conninfo) as session:
+    pool = stack.enter_context(ProcessPoolExecutor(sessions, mp_context=context,
+                                                   initializer=_share_count,
+                                                   initargs=(processed,)))
+    return [pool.submit(_drain_in_new_session, conninfo, row[0] if row else None, batch_size,
+                        interests) for _ in range(sessions)], processed
+
+
+_processed: Any = None  # in a refresh_users session process: the count shared with the parent
+
+
+def _share_count(processed: Any) -> None:
+    global _processed
+    _processed = processed
+
+
+def _drain_in_new_session(conninfo: str, tenant: str | None, batch_size: int,
+                          interests: bool) -> int:
+    with one_thread(), connect(conninfo) as session:
         session.execute(sqlfiles.read("queries/session_tenant_set.sql"), {"tenant": tenant})
         session.commit()
-        return _drain(session, batch_size, interests, bar)
+        total = 0
+        while done := _refresh_batch(session, batch_size, None, interests):
+            total += done
+            with _processed.get_lock():
+                _processed.value += done
+        return total
 
 
 def refresh_step(conn: psycopg.Connection[Any], batch_size: int = 1000) -> int:
@@ -195,7 +214,7 @@ def _catch_up(conn: psycopg.Connection[Any], batch_size: int) -> int:
                              "behavior_model": active_behavior_model(conn)}).fetchall()
         user_ids = [int(r[0]) for r in rows]
         if user_ids:
-            write_interests(conn, user_ids, model_id)
+            write_user_vectors(conn, user_ids, model_id, kinds=["interest"])
             fold_in_users(conn, user_ids)
         conn.commit()
     except psycopg.Error as exc:
@@ -237,13 +256,12 @@ def _refresh_batch(conn: psycopg.Connection[Any], batch_size: int, since: dateti
         return 0
     try:
         rows = conn.execute(
-            sqlfiles.read("queries/user_refresh_batch.sql"),
+            sqlfiles.read("queries/user_claim_batch.sql"),
             {"since": since, "batch": batch_size, "model_id": model_id},
         ).fetchall()
         user_ids = [int(r[0]) for r in rows]
-        if user_ids and interests:
-            write_interests(conn, user_ids, model_id)
-        fold_in_users(conn, user_ids)
+        if user_ids:
+            _write(conn, user_ids, model_id, interests)
         conn.commit()
     except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
         raise translate(exc) from exc  # the connection is gone: the claimed users stay queued
@@ -264,17 +282,14 @@ def _refresh_one_by_one(conn: psycopg.Connection[Any], batch_size: int, model_id
     """After a failed batch: each user in its own transaction; a failing one backs off."""
     handled = 0
     for _ in range(batch_size):
-        row = conn.execute(sqlfiles.read("queries/user_queue_claim_one.sql")).fetchone()
+        row = conn.execute(sqlfiles.read("queries/user_claim_batch.sql"),
+                           {"since": None, "batch": 1, "model_id": model_id}).fetchone()
         if row is None:
             conn.commit()
             break
         user_id = int(row[0])
         try:
-            conn.execute(sqlfiles.read("queries/user_refresh_dequeue.sql"),
-                         {"user_id": user_id, "model_id": model_id})
-            if interests:
-                write_interests(conn, [user_id], model_id)
-            fold_in_users(conn, [user_id])
+            _write(conn, [user_id], model_id, interests)
             conn.commit()
         except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
             raise translate(exc) from exc
@@ -289,69 +304,11 @@ def _refresh_one_by_one(conn: psycopg.Connection[Any], batch_size: int, model_id
     return handled
 
 
-def _settings(conn: psycopg.Connection[Any]) -> tuple[int, int]:
-    row = conn.execute(sqlfiles.read("queries/user_interest_settings.sql")).fetchone()
-    assert row is not None
-    return int(row[0]), int(row[1])
-
-
-def _item_vectors(conn: psycopg.Connection[Any], model_id: int,
-                  item_ids: set[int]) -> tuple[np.ndarray, np.ndarray]:
-    """(sorted item ids, their vectors as rows of one float32 matrix)."""
-    if not item_ids:
-        return np.zeros(0, dtype=np.int64), np.zeros((0, 0), dtype=np.float32)
-    rows = conn.execute(sqlfiles.read("queries/user_interest_vectors.sql"),
-                        {"model_id": model_id, "items": sorted(item_ids)}, binary=True).fetchall()
-    return (np.array([int(r[0]) for r in rows], dtype=np.int64),
-            np.stack([as_array(r[1]) for r in rows]))
-
-
-def write_interests(conn: psycopg.Connection[Any], user_ids: list[int], model_id: int) -> int:
-    """Compute and store the interest vectors of ``user_ids``; returns vectors written.
-
-    A user gets k = min(k_max, positive items // min_items) interests (settings
-    ``pyembed.interest_k_max``, default 4, and ``pyembed.interest_min_items``, default 10);
-    with k < 2 they get none and recommendations use the long-term vector.
-
-    Example::
-
-        write_interests(conn, [1, 2, 3], model_id=1)
-    """
-    k_max, min_items = _settings(conn)
-    conn.execute(sqlfiles.read("queries/user_interest_delete.sql"),
-                 {"users": user_ids, "model_id": model_id})
-    rows = conn.execute(sqlfiles.read("queries/user_interest_items.sql"),
-                        {"users": user_ids, "model_id": model_id}).fetchall()
-    if not rows:
-        return 0
-    # Columns of the (user, item) rows, ordered by user then item; one slice per user.
-    users, items, weights, counts, watermarks = (np.array(c) for c in zip(*rows, strict=True))
-    starts = np.flatnonzero(np.r_[True, users[1:] != users[:-1]])
-    ends = np.r_[starts[1:], len(users)]
-    clustered = [(lo, hi) for lo, hi in zip(starts, ends, strict=True)
-                 if choose_k(int(hi - lo), k_max, min_items) >= 2]
-    item_ids, vectors = _item_vectors(
-        conn, model_id, {int(i) for lo, hi in clustered for i in items[lo:hi]})
-    params = []
-    # One BLAS thread: threads cost more than they save on matrices of a few hundred rows
-    # (7x slower on 2 cores shared with the server).
-    with one_thread():
-        for lo, hi in clustered:
-            user_id = int(users[lo])
-            x = vectors[np.searchsorted(item_ids, items[lo:hi])]
-            found = weighted_kmeans(x, weights[lo:hi].astype(np.float64),
-                                    choose_k(int(hi - lo), k_max, min_items), seed=user_id)
-            member_counts = np.bincount(found.members, weights=counts[lo:hi],
-                                        minlength=len(found.centroids))
-            for slot, (centroid, share) in enumerate(zip(found.centroids, found.shares,
-                                                         strict=True)):
-                params.append({
-                    "model_id": model_id, "user_id": user_id, "slot": slot,
-                    "embedding": Vector(centroid), "weight": float(share),
-                    "event_count": int(member_counts[slot]),
-                    "watermark": int(watermarks[lo]),
-                })
-    if params:
-        with conn.cursor() as cur:
-            cur.executemany(sqlfiles.read("queries/user_interest_insert.sql"), params)
-    return len(params)
+def _write(conn: psycopg.Connection[Any], user_ids: list[int], model_id: int,
+           interests: bool) -> None:
+    """The claimed users' vectors: text model and behavior fold-in, from one read of their
+    events."""
+    events, _ = read_events(conn, user_ids)
+    write_user_vectors(conn, user_ids, model_id, events=events,
+                       kinds=KINDS if interests else ("long_term", "short_term"))
+    fold_in_users(conn, user_ids, events=events)

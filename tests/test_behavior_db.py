@@ -16,7 +16,7 @@ from pyembed_db.db import connect
 from pyembed_db.errors import InvalidInputError
 from pyembed_db.recommend import recommend
 from pyembed_db.training import train_behavior
-from pyembed_db.users import refresh_user
+from pyembed_db.users import refresh_user, refresh_users
 
 T0 = datetime(2024, 1, 1, tzinfo=timezone.utc)
 GROUP_ITEMS = 12
@@ -150,3 +150,20 @@ def test_retrain_switches_models_atomically_while_recommending(
         ).fetchall())
     # The newest is active, the one before is kept to switch back to, older ones are gone.
     assert models == {third.model_id: "active", second.model_id: "registered"}
+
+
+def test_the_worker_role_trains_and_refreshes_under_row_level_security(
+        db_url: str, groups: dict[str, Any]) -> None:
+    # PostgreSQL refuses COPY FROM into a table whose policies apply to the role: the vectors
+    # go through a temporary table (pyembed_db.bulk).
+    with connect(db_url) as conn:
+        conn.execute("set role pyembed_worker")
+        result = train_behavior(conn, holdout=2)
+        assert refresh_users(conn, every_user=True) == 2 * GROUP_USERS
+        counts = conn.execute(
+            "select (select count(*) from pyembed.item_embeddings where model_id = %(m)s),"
+            " (select count(*) from pyembed.user_embeddings where model_id = %(m)s),"
+            " (select count(*) from pyembed.user_embeddings where model_id = %(t)s"
+            "  and kind = 'long_term')",
+            {"m": result.model_id, "t": groups["text_model"]}).fetchone()
+    assert counts == (2 * GROUP_ITEMS + 1, 2 * GROUP_USERS, 2 * GROUP_USERS)

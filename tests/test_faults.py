@@ -328,18 +328,19 @@ def test_refresh_aborted_midway_leaves_vectors_and_queue_consistent(
         before = conn.execute("select user_id, kind, slot, event_watermark, embedding::text "
                               "from pyembed.user_embeddings order by 1, 2, 3").fetchall()
         conn.commit()
-    original = users.write_interests
+    original = users.write_user_vectors
 
-    def faulty(conn: psycopg.Connection[Any], user_ids: list[int], model_id: int) -> int:
-        # Reached after refresh_user_batch wrote the batch's vectors and deleted its queue rows.
+    def faulty(conn: psycopg.Connection[Any], user_ids: list[int], model_id: int,
+               **kinds: Any) -> int:
+        # Reached after the batch's queue rows were claimed and deleted.
         if fault == "connection dropped":
             with connect(url, autocommit=True) as admin:
                 admin.execute("select pg_terminate_backend(%s)", (conn.info.backend_pid,))
         else:
             conn.execute("select 1 / 0")
-        return original(conn, user_ids, model_id)
+        return original(conn, user_ids, model_id, **kinds)
 
-    monkeypatch.setattr(users, "write_interests", faulty)
+    monkeypatch.setattr(users, "write_user_vectors", faulty)
     with connect(url) as conn:
         with pytest.raises(psycopg.Error):
             users.refresh_users(conn, batch_size=4)

@@ -108,7 +108,7 @@ def test_diversity_re_ranks_with_mmr(conn: psycopg.Connection[Any], world: dict[
     def spread(recs: list[Any]) -> float:
         rows = conn.execute("select embedding from pyembed.item_embeddings where item_id = any(%s)",
                             ([r.item_id for r in recs],)).fetchall()
-        x = np.stack([users.as_array(r[0]) for r in rows])
+        x = np.stack([r[0].to_numpy() for r in rows])
         sims = x @ x.T
         return float(sims[np.triu_indices(len(x), 1)].mean())
 

@@ -55,10 +55,10 @@ def test_user_with_two_tastes_gets_two_distinct_interests(conn: psycopg.Connecti
         "select slot, embedding, weight, event_count from pyembed.user_embeddings "
         "where user_id = %s and kind = 'interest' order by slot", (user,)).fetchall()
     assert len(rows) == 2
-    vectors = [users.as_array(r[1]) for r in rows]
+    vectors = [r[1].to_numpy() for r in rows]
     assert abs(float(vectors[0] @ vectors[1])) < 0.3
-    by_axis = sorted(rows, key=lambda r: -users.as_array(r[1])[0])
-    assert users.as_array(by_axis[0][1])[0] > 0.9 and users.as_array(by_axis[1][1])[1] > 0.9
+    by_axis = sorted(rows, key=lambda r: -r[1].to_numpy()[0])
+    assert by_axis[0][1].to_numpy()[0] > 0.9 and by_axis[1][1].to_numpy()[1] > 0.9
     assert round(by_axis[0][2], 3) == round(15 / 23, 3) and by_axis[0][3] == 15
 
 
@@ -140,10 +140,10 @@ def test_one_failing_user_backs_off_while_the_others_refresh(db_url: str,
         conn.commit()
         real = users.fold_in_users
 
-        def fold_in(c: Any, user_ids: list[int], model: int | None = None) -> int:
+        def fold_in(c: Any, user_ids: list[int], model: int | None = None, **read: Any) -> int:
             if ids["fl-bad"] in user_ids:
                 raise RuntimeError("fold-in blew up")
-            return real(c, user_ids, model)
+            return real(c, user_ids, model, **read)
 
         monkeypatch.setattr(users, "fold_in_users", fold_in)
         assert users.refresh_step(conn, 10) == 3

@@ -207,3 +207,23 @@ def test_parallel_sessions_refresh_each_user_once_to_the_same_vectors(
         assert conn.execute("select count(*) from pyembed.user_queue").fetchone() == (0,)
         with pytest.raises(InvalidInputError):
             users.refresh_users(conn, jobs=0)
+
+
+def test_claim_users_takes_disjoint_batches_and_a_rollback_returns_them(
+        db_url: str, world: dict[str, Any]) -> None:
+    it = world["items"]
+    with connect(db_url) as first, connect(db_url) as second:
+        people = [add_user(first, f"claim{n}") for n in range(5)]
+        add_events(first, [(u, it[0], "view", None, T0) for u in people])
+        first.commit()
+        claim = "select user_id from pyembed.claim_users(batch => %s)"
+        mine = {r[0] for r in first.execute(claim, (3,))}
+        theirs = {r[0] for r in second.execute(claim, (10,))}  # SKIP LOCKED: the other two
+        assert len(mine) == 3 and mine | theirs == set(people) and not mine & theirs
+        second.rollback()  # back in the queue
+        first.commit()  # claimed and gone
+        queued = {r[0] for r in first.execute("select user_id from pyembed.user_queue")}
+        assert queued == theirs
+        with pytest.raises(psycopg.Error) as info:
+            first.execute(claim, (0,))
+        assert info.value.sqlstate == "PE012"

@@ -61,17 +61,17 @@ def _stall_first_batch(marker: Path, seconds: float, release: Path | None = None
 
 
 def _stall_first_user_batch(marker: Path, seconds: float, release: Path | None) -> None:
-    original: Callable[..., int] = users_module.write_interests
+    original: Callable[..., int] = users_module.write_user_vectors
     stalled: list[bool] = []
 
-    def write_interests(conn: Any, user_ids: list[int], model_id: int) -> int:
+    def write_user_vectors(conn: Any, user_ids: list[int], model_id: int, **kinds: Any) -> int:
         if not stalled:
             stalled.append(True)
             marker.write_text(str(len(user_ids)))
             _pause(seconds, release)
-        return original(conn, user_ids, model_id)
+        return original(conn, user_ids, model_id, **kinds)
 
-    users_module.write_interests = write_interests
+    users_module.write_user_vectors = write_user_vectors
 
 
 def main() -> None:

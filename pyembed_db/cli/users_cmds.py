@@ -46,9 +46,9 @@ def register(subparsers: Any) -> None:
                          help="also re-queue users with unincluded events since then")
     refresh.add_argument("--batch", type=int, default=1000, help="users per transaction")
     refresh.add_argument("--no-interests", action="store_true",
-                         help="skip the multi-interest vectors (SQL only, like pg_cron)")
+                         help="skip the multi-interest vectors (kept as they are)")
     refresh.add_argument("--jobs", type=int, default=2,
-                         help="sessions refreshing at once (default 2)")
+                         help="processes refreshing at once, one session each (default 2)")
     refresh.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     refresh.set_defaults(handler=_refresh)
 

@@ -227,13 +227,14 @@ begin
 end
 $$;
 
--- Claim up to `batch` queued users (FOR UPDATE SKIP LOCKED, so concurrent callers take disjoint
--- sets), refresh them and delete their queue rows, all in the caller's transaction; returns
--- the refreshed user ids. With `since`, users with events at or after it that their vectors do
--- not include yet (event_id above their watermark) are queued first.
-create or replace function pyembed.refresh_user_batch(
-    since timestamptz default null, batch integer default 1000, half_life interval default null,
-    short_term_window interval default null, model_id integer default null)
+-- Claim up to `batch` ready queued users (FOR UPDATE SKIP LOCKED, so concurrent callers take
+-- disjoint sets) and delete their queue rows, in the caller's transaction: a rollback queues
+-- them again. With `since`, users with events at or after it that their vectors in `model_id`
+-- do not include yet (event_id above their watermark) are queued first. Returns the claimed
+-- user ids; the caller refreshes them before committing (refresh_user_batch below, or the
+-- Python worker, which computes the same vectors outside SQL: pyembed_db/user_vectors.py).
+create or replace function pyembed.claim_users(
+    since timestamptz default null, batch integer default 1000, model_id integer default null)
 returns table (user_id bigint)
 language plpgsql volatile security invoker
 set search_path to pg_catalog, pg_temp
@@ -262,11 +263,30 @@ begin
           order by uq.enqueued_at, uq.user_id
           limit batch
           for update skip locked) q;
+    delete from pyembed.user_queue uq where uq.user_id = any (claimed);
+    return query select unnest(claimed);
+end
+$$;
+
+-- Claim a batch (claim_users) and refresh it in SQL, all in the caller's transaction; returns
+-- the refreshed user ids.
+create or replace function pyembed.refresh_user_batch(
+    since timestamptz default null, batch integer default 1000, half_life interval default null,
+    short_term_window interval default null, model_id integer default null)
+returns table (user_id bigint)
+language plpgsql volatile security invoker
+set search_path to pg_catalog, pg_temp
+as $$
+declare
+    m integer := coalesce(model_id, pyembed.active_model_id());
+    claimed bigint[];
+begin
+    select array_agg(c.user_id order by c.user_id) into claimed
+    from pyembed.claim_users(since, batch, m) c;
     if claimed is null then
         return;
     end if;
     perform pyembed.refresh_user_set(claimed, half_life, short_term_window, m);
-    delete from pyembed.user_queue uq where uq.user_id = any (claimed);
     return query select unnest(claimed);
 end
 $$;

@@ -1,1 +1,0 @@
-copy pyembed.item_embeddings (model_id, item_id, embedding, content_hash) from stdin (format binary)
