@@ -28,7 +28,7 @@ from .active import active_model_id
 from .behavior import BehaviorModel, BehaviorParams, Events, cold_items, train_events
 from .behavior.fusion import Fusion
 from .behavior.tune import Grid, tune
-from .bulk import insert_item_embeddings, insert_user_embeddings
+from .bulk import UserEmbeddingRow, insert_item_embeddings, insert_user_embeddings
 from .errors import InvalidInputError, ModelError, translate
 
 log = logging.getLogger(__name__)
@@ -85,10 +85,12 @@ class UserVectors:
     events: np.ndarray
     watermarks: np.ndarray
 
-    def rows(self) -> Iterator[tuple[int, np.ndarray, int, int]]:
-        """(user id, vector, event count, newest event id) per user."""
-        return zip(self.users.tolist(), self.vectors, self.events.tolist(),
-                   self.watermarks.tolist(), strict=True)
+    def rows(self, model_id: int) -> Iterator[UserEmbeddingRow]:
+        """Each user's ``long_term`` row of ``pyembed.user_embeddings`` in ``model_id``."""
+        for user_id, vector, count, watermark in zip(
+                self.users.tolist(), self.vectors, self.events.tolist(),
+                self.watermarks.tolist(), strict=True):
+            yield (model_id, user_id, "long_term", 0, vector, 1.0, count, watermark)
 
 
 def user_vectors(model: BehaviorModel, events: Events) -> UserVectors:
@@ -242,9 +244,7 @@ def train_behavior(conn: psycopg.Connection[Any], *, full: bool = False,
         insert_item_embeddings(conn, ((model_id, item_id, vector,
                                        cold_hashes.get(item_id, TRAINED_HASH))
                                       for item_id, vector in item_vectors.items()))
-        insert_user_embeddings(conn, ((model_id, user_id, "long_term", 0, vector, 1.0, count,
-                                       watermark)
-                                      for user_id, vector, count, watermark in users.rows()))
+        insert_user_embeddings(conn, users.rows(model_id))
         if activate:
             conn.execute(sqlfiles.read("queries/model_activate.sql"),
                          {"model_id": model_id, "force": True})
@@ -313,9 +313,7 @@ def fold_in_users(conn: psycopg.Connection[Any], user_ids: Sequence[int],
     found = user_vectors(model, events)
     conn.execute(sqlfiles.read("queries/behavior_user_delete.sql"),
                  {"model_id": model_id, "users": list(user_ids)})
-    return insert_user_embeddings(conn, ((model_id, user_id, "long_term", 0, vector, 1.0, count,
-                                          watermark)
-                                         for user_id, vector, count, watermark in found.rows()))
+    return insert_user_embeddings(conn, found.rows(model_id))
 
 
 # Key of the session advisory lock held while a worker trains (one training at a time).

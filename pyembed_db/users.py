@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
+from collections.abc import Sequence
 from concurrent.futures import Future, ProcessPoolExecutor, wait
 from contextlib import ExitStack
 from datetime import datetime, timedelta
@@ -79,9 +80,7 @@ def refresh_user(conn: psycopg.Connection[Any], user: UserRef, *, interests: boo
         raise translate(exc) from exc
     written = int(row[0]) if row else 0
     model = model_id if model_id is not None else active_model_id(conn)
-    if interests and model is not None:
-        written += write_user_vectors(conn, [user_id], model, kinds=["interest"])
-    return written + fold_in_users(conn, [user_id])
+    return written + _write(conn, [user_id], model, ["interest"] if interests else [])
 
 
 def refresh_users(conn: psycopg.Connection[Any], *, batch_size: int = 1000,
@@ -214,8 +213,7 @@ def _catch_up(conn: psycopg.Connection[Any], batch_size: int) -> int:
                              "behavior_model": active_behavior_model(conn)}).fetchall()
         user_ids = [int(r[0]) for r in rows]
         if user_ids:
-            write_user_vectors(conn, user_ids, model_id, kinds=["interest"])
-            fold_in_users(conn, user_ids)
+            _write(conn, user_ids, model_id, ["interest"])
         conn.commit()
     except psycopg.Error as exc:
         conn.rollback()
@@ -261,7 +259,7 @@ def _refresh_batch(conn: psycopg.Connection[Any], batch_size: int, since: dateti
         ).fetchall()
         user_ids = [int(r[0]) for r in rows]
         if user_ids:
-            _write(conn, user_ids, model_id, interests)
+            _write(conn, user_ids, model_id, _kinds(interests))
         conn.commit()
     except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
         raise translate(exc) from exc  # the connection is gone: the claimed users stay queued
@@ -289,7 +287,7 @@ def _refresh_one_by_one(conn: psycopg.Connection[Any], batch_size: int, model_id
             break
         user_id = int(row[0])
         try:
-            _write(conn, [user_id], model_id, interests)
+            _write(conn, [user_id], model_id, _kinds(interests))
             conn.commit()
         except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
             raise translate(exc) from exc
@@ -304,11 +302,15 @@ def _refresh_one_by_one(conn: psycopg.Connection[Any], batch_size: int, model_id
     return handled
 
 
-def _write(conn: psycopg.Connection[Any], user_ids: list[int], model_id: int,
-           interests: bool) -> None:
-    """The claimed users' vectors: text model and behavior fold-in, from one read of their
-    events."""
+def _kinds(interests: bool) -> Sequence[str]:
+    return KINDS if interests else ("long_term", "short_term")
+
+
+def _write(conn: psycopg.Connection[Any], user_ids: list[int], model_id: int | None,
+           kinds: Sequence[str]) -> int:
+    """The users' vectors of ``kinds`` in the text model ``model_id`` (none when it is None)
+    and their behavior fold-in, from one read of their events; returns vectors written."""
     events, _ = read_events(conn, user_ids)
-    write_user_vectors(conn, user_ids, model_id, events=events,
-                       kinds=KINDS if interests else ("long_term", "short_term"))
-    fold_in_users(conn, user_ids, events=events)
+    written = (write_user_vectors(conn, user_ids, model_id, events=events, kinds=kinds)
+               if model_id is not None and kinds else 0)
+    return written + fold_in_users(conn, user_ids, events=events)
