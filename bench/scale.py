@@ -459,15 +459,16 @@ def explain_merges(url: str, events: Path, out: Path) -> None:
         stage(None)
         conn.execute("analyze pyembed.users")
         conn.execute("analyze pyembed.items")
-        explain("old merge (main) on fresh statistics: its tenant condition is estimated at "
-                "1 user and 1 item", OLD_MERGE, analyze=False)
+        explain("old merge (before issue 12) on fresh statistics: its tenant condition is "
+                "estimated at 1 user and 1 item", OLD_MERGE, analyze=False)
         explain("new merge on the same statistics: estimates", new_merge, analyze=False)
         conn.execute("alter table pyembed.events disable trigger events_check_references_inserted")
         conn.execute(FOREIGN_KEYS)
-        explain("new merge, 1M events, with main's three per-row foreign keys", new_merge)
+        explain("new merge, 1M events, with the three per-row foreign keys of before issue 12",
+                new_merge)
         conn.rollback()
         stage(None)
-        explain("new merge, 1M events, statement-level reference checks (this branch)",
+        explain("new merge, 1M events, statement-level reference checks (current)",
                 new_merge)
         conn.rollback()
         stage(100)

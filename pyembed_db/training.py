@@ -121,8 +121,10 @@ def choose(events: Events, *, holdout: int = VALIDATION_HOLDOUT,
     on the rest: the fold-in recency (no retraining), with ``full`` every training parameter
     too (one training per trial: minutes), then the weights of text similarity (when
     ``text_vectors`` are given) and popularity, each popularity half-life of
-    ``popularity_half_lives`` tried (default: none, 30 and 90 days). Returns
-    ``(params, fusion, report)``; ``fusion`` is what ``pyembed.recommend_behavior`` reads.
+    ``popularity_half_lives`` tried (default: none, 30 and 90 days), then the method: the
+    fused behavior ranking, or popularity alone when it validates better. Returns
+    ``(params, fusion, report)``; ``fusion`` is what ``pyembed.recommend`` reads (``method``,
+    the weights of ``pyembed.recommend_behavior`` and the popularity half-life).
 
     Example::
 
@@ -140,7 +142,7 @@ def choose(events: Events, *, holdout: int = VALIDATION_HOLDOUT,
     except InvalidInputError as exc:  # no user has enough events to validate on
         log.info("no validation: %s", exc)
         return BehaviorParams(), {"method": "behavior", **asdict(Fusion())}, {"validated": False}
-    chosen = {"method": "behavior", **asdict(fusion)}
+    chosen = {"method": report.pop("method"), **asdict(fusion)}
     report = {"validated": True, "holdout": holdout, **report,
               "chosen": {"ndcg": report["best_ndcg"], **chosen}}
     log.info("validation chose %s (NDCG@%d %.4f)", chosen, K, report["best_ndcg"])
@@ -251,7 +253,8 @@ def train_behavior(conn: psycopg.Connection[Any], *, full: bool = False,
             conn.execute(sqlfiles.read("queries/behavior_queue_since.sql"),
                          {"watermark": watermark})
             conn.execute(sqlfiles.read("queries/behavior_retire.sql"))
-            if fusion["popularity"]:  # the popularity cache follows the chosen half-life
+            if fusion["popularity"] or fusion["method"] == "popular":
+                # the popularity cache follows the chosen half-life
                 conn.execute(sqlfiles.read("queries/user_refresh_popularity.sql"),
                              {"min_interval": None, "force": True})
         calibrated = conn.execute(sqlfiles.read("queries/behavior_ef_search.sql"),

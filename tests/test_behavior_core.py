@@ -51,6 +51,20 @@ def two_groups(users_per_group: int = 20, per_user: int = 8, seed: int = 0) -> E
     return Events.from_arrays(user, item, np.ones(len(user)), np.ones(len(user), bool), value, at)
 
 
+def popularity_only(users: int = 80, items: int = 200, per_user: int = 12,
+                    seed: int = 3) -> Events:
+    """Every user draws items from one Zipf popularity, whoever the user: nothing but
+    popularity to learn (the synthetic data of bench/scale.py)."""
+    rng = np.random.default_rng(seed)
+    p = 1.0 / np.arange(1, items + 1) ** 1.1
+    rows = []
+    for user in range(users):
+        for t, item in enumerate(rng.choice(items, per_user, replace=False, p=p / p.sum())):
+            rows.append((user, 1000 + int(item), 5.0, 1000.0 * t))
+    user, item, value, at = (np.array(c) for c in zip(*rows, strict=True))
+    return Events.from_arrays(user, item, np.ones(len(user)), np.ones(len(user), bool), value, at)
+
+
 def new_user(items: np.ndarray) -> dict[str, np.ndarray]:
     """fold_in_events arguments: 5-star ratings of ``items`` in this order (last = newest)."""
     n = len(items)
@@ -239,6 +253,50 @@ def test_tune_picks_parameters_on_validation(events: Events) -> None:
     assert report["validation_users"] == 40 and len(report["trials"]) >= 4
     # the best trial, unless another was better by less than MIN_GAIN (then the simpler stays)
     assert report["best_ndcg"] * (1 + MIN_GAIN) >= max(t["ndcg"] for t in report["trials"])
+    # the groups are the signal: the behavior ranking beats popularity alone
+    popular = [t["ndcg"] for t in report["trials"] if t.get("method") == "popular"]
+    assert report["method"] == "behavior" and len(popular) == 1
+    assert report["best_ndcg"] > 2 * popular[0]
+
+
+def test_tune_chooses_popularity_alone_when_the_events_hold_nothing_else() -> None:
+    grid = Grid(ease_lr={}, text=[0.0], popularity=[0.0, 0.5],
+                popularity_half_life_seconds=[None, 30 * 86400.0])
+    _, fusion, report = tune(popularity_only(), holdout=3, grid=grid,
+                             start=METHODS["ease_lr"])
+    popular = {t["popularity_half_life_seconds"]: t["ndcg"] for t in report["trials"]
+               if t.get("method") == "popular"}
+    behavior = max(t["ndcg"] for t in report["trials"] if "params" in t)
+    assert report["method"] == "popular" and set(popular) == {None, 30 * 86400.0}
+    assert report["best_ndcg"] == popular[fusion.popularity_half_life_seconds]
+    assert report["best_ndcg"] > behavior * (1 + MIN_GAIN)
+
+
+def test_validation_popularity_lists_unseen_items_by_popularity_then_id() -> None:
+    """Holdout.popular_top lists what pyembed.popular_items serves: positive popularity,
+    by popularity then item id, the user's training items left out; -1 past the end."""
+    from pyembed_db.behavior.validation import Holdout
+
+    base = popularity_only(users=30, items=25, per_user=8)
+    # item 9999: held out only, so no training popularity: never listed
+    events = Events.from_arrays(
+        np.r_[base.user_ids, 0], np.r_[base.item_ids, 9999], np.ones(len(base) + 1),
+        np.ones(len(base) + 1, bool), np.r_[base.values, 5.0],
+        np.r_[base.occurred_at, base.occurred_at.max() + 1])
+    fit, valid = validation_split(events, 2)
+    holdout = Holdout.build(fit, valid)
+    assert 9999 in holdout.catalog
+    k = len(holdout.catalog)  # long enough to run past every user's unseen popular items
+    for half_life in (None, 3000.0):
+        top = holdout.popular_top(half_life, k)
+        pop = holdout.popularity(half_life)
+        for row in range(len(holdout.users)):
+            seen = set(holdout.seen[row].indices.tolist())
+            ranked = sorted((c for c in range(len(holdout.catalog))
+                             if pop[c] > 0 and c not in seen),
+                            key=lambda c: (-pop[c], holdout.catalog[c]))
+            assert top[row].tolist() == ranked + [-1] * (k - len(ranked))
+        assert (top == -1).any()  # the padding is exercised
 
 
 def test_bad_input_raises_clear_errors(model: BehaviorModel) -> None:

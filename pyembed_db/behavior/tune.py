@@ -143,6 +143,18 @@ class _Search:
         self.scores[key] = result.ndcg
         return result.ndcg
 
+    def score_popular(self, half_life_seconds: float | None) -> float:
+        """Validation NDCG of the popularity ranking alone (recommend's method 'popular')."""
+        started = time.perf_counter()
+        result = self.holdout.score(self.holdout.popular_top(half_life_seconds, self.k), self.k)
+        self.trials.append({"method": "popular",
+                            "popularity_half_life_seconds": half_life_seconds,
+                            "recall": result.recall, "ndcg": result.ndcg,
+                            "seconds": round(time.perf_counter() - started, 2)})
+        log.info("validation ndcg %.4f recall %.4f popular, half-life %s s", result.ndcg,
+                 result.recall, half_life_seconds)
+        return result.ndcg
+
 
 def _ascend(search: _Search, params: BehaviorParams, grid: dict[str, list[Any]],
             order: list[str]) -> tuple[BehaviorParams, float]:
@@ -162,13 +174,16 @@ def tune(events: Events, *, holdout: int = 10, k: int = 10, method: str = "auto"
          text_items: np.ndarray | None = None, text_vectors: np.ndarray | None = None,
          grid: Grid | None = None, start: BehaviorParams | None = None,
          seed: int = 0) -> tuple[BehaviorParams, Fusion, dict[str, Any]]:
-    """Choose model parameters, then fusion weights, by validation NDCG@k.
+    """Choose model parameters, then fusion weights, then the method, by validation NDCG@k.
 
     The validation split comes from ``events`` only (:func:`validation_split`); call it with
     the training events of an evaluation, never with held-out test events. Model parameters
     are searched one at a time (the fold-in recency first, as it needs no retraining; then the
     training parameters; then the recency again); then the fusion weights, with
-    ``text_vectors`` (rows follow ``text_items``, L2-normalized) when given.
+    ``text_vectors`` (rows follow ``text_items``, L2-normalized) when given; last, the
+    popularity ranking alone, with each popularity half-life, which becomes the method
+    (report ``"method": "popular"``, the fusion's half-life its own) when it beats the fused
+    behavior ranking by :data:`MIN_GAIN`.
 
     The search starts from ``start`` (default: :class:`BehaviorParams` defaults, or the
     iALS starting point for large catalogs). Returns ``(params, fusion, report)``; report
@@ -216,9 +231,17 @@ def tune(events: Events, *, holdout: int = 10, k: int = 10, method: str = "auto"
                 score = search.score(params, candidate, text)
                 if score > best * (1 + MIN_GAIN):
                     fusion, best = candidate, score
+    # Where the events carry little beyond popularity, the behavior top misses popular items
+    # the fusion would rank first: the popularity ranking alone is then the better method.
+    method = "behavior"
+    for hl in grid.popularity_half_life_seconds:
+        score = search.score_popular(hl)
+        if score > best * (1 + MIN_GAIN):
+            method, best = "popular", score
+            fusion = replace(fusion, popularity_half_life_seconds=hl)
     report = {"validation_users": len(checked.users), "validation_events": len(valid_events),
-              "best_ndcg": best, "seconds": round(time.perf_counter() - started, 1),
-              "trials": search.trials}
+              "method": method, "best_ndcg": best,
+              "seconds": round(time.perf_counter() - started, 1), "trials": search.trials}
     return params, fusion, report
 
 

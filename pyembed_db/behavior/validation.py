@@ -174,6 +174,32 @@ class Holdout:
         self.cache[key] = popularity_scores(mapped, len(self.catalog), half_life_seconds)
         return self.cache[key]
 
+    def popular_top(self, half_life_seconds: float | None, k: int) -> np.ndarray:
+        """Each scored user's ``k`` most popular unseen columns, as ``pyembed.popular_items``
+        lists them: items with a positive popularity, by popularity then item id; -1 past
+        them (rows follow ``users``).
+
+        Example::
+
+            print(holdout.score(holdout.popular_top(None, 10), 10).ndcg)
+        """
+        pop = self.popularity(half_life_seconds)
+        ranked = np.lexsort((self.catalog, -pop))
+        ranked = ranked[pop[ranked] > 0]
+        # a user's k unseen columns are among the first k + (their seen count) of the ranking
+        depth = min(len(ranked), k + int(np.diff(self.seen.indptr).max(initial=0)))
+        top = np.full((len(self.users), k), -1, dtype=np.int64)
+        if depth == 0:
+            return top
+        ranked = ranked[:depth]
+        seen = self.seen[:, ranked].tocsr()
+        rank_scores = -np.arange(depth, dtype=np.float32)
+        for chunk in row_blocks(len(self.users), depth):
+            cols = top_k_unseen(np.broadcast_to(rank_scores, (chunk.stop - chunk.start, depth)),
+                                seen[chunk], k)
+            top[chunk] = np.where(cols >= 0, ranked[np.maximum(cols, 0)], -1)
+        return top
+
     def score(self, top: np.ndarray, k: int, *,
               only: dict[int, set[int]] | None = None) -> ListScore:
         """Recall/NDCG@k, coverage and popular share of top-k lists (rows follow ``users``);

@@ -98,27 +98,32 @@ set search_path to pg_catalog, public, pg_temp
 as $$
 declare
     source text := 'pyembed.popularity_scores($4)';
+    excluded bigint[] := '{}';
 begin
     perform pyembed.check_search_args(k);  -- the k range every search and list shares
-    if exclude_user is not null
-       and not exists (select from pyembed.users u where u.user_id = exclude_user) then
-        raise exception 'unknown user_id %', exclude_user using errcode = 'PE003';
+    if exclude_user is not null then
+        if not exists (select from pyembed.users u where u.user_id = exclude_user) then
+            raise exception 'unknown user_id %', exclude_user using errcode = 'PE003';
+        end if;
+        excluded := pyembed.user_item_ids(exclude_user);
     end if;
     if half_life is null and exists (select from pyembed.item_popularity_state) then
         source := 'pyembed.item_popularity';
     end if;
     -- filter_sql refers to the filters as $1 only; `source` is one of two fixed strings.
+    -- The user's items as one array, not a per-row NOT EXISTS on events: the planner estimates
+    -- that probe with the average item, and for the most popular ones (20,000 events each at
+    -- 1M events) it chose a bitmap AND of both event indexes, 1 ms per listed item; a
+    -- custom plan hashes the array once.
     return query execute format($q$
         select i.item_id, i.external_id, i.title, p.score
         from %s p
         join pyembed.items i on i.item_id = p.item_id
-        where (%s)
-          and ($2::bigint is null or not exists (
-                select from pyembed.events s where s.user_id = $2 and s.item_id = i.item_id))
+        where (%s) and i.item_id <> all ($2)
         order by p.score desc, p.item_id
         limit $3
     $q$, source, pyembed.filter_sql(coalesce(filters, '{}')))
-    using coalesce(filters, '{}'::jsonb), exclude_user, k, half_life;
+    using coalesce(filters, '{}'::jsonb), excluded, k, half_life;
 end
 $$;
 

@@ -1,0 +1,65 @@
+"""A behavior model trained on events that hold nothing but popularity: validation makes
+popularity alone the default method, and pyembed.recommend serves it."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+import numpy as np
+import pytest
+from users_data import DIM, add_events, add_items, add_model, add_user
+
+from pyembed_db.db import connect
+from pyembed_db.training import train_behavior
+
+T0 = datetime(2024, 1, 1, tzinfo=timezone.utc)
+
+
+@pytest.fixture(scope="module")
+def popular(module_db_url: str) -> dict[str, Any]:
+    """80 users, each buying 12 of 150 items drawn from one Zipf popularity."""
+    rng = np.random.default_rng(11)
+    with connect(module_db_url) as conn:
+        model = add_model(conn)
+        items = add_items(conn, model, rng.normal(size=(150, DIM)), "i")
+        p = 1.0 / np.arange(1, len(items) + 1) ** 1.1
+        rows, users = [], []
+        for n in range(80):
+            users.append(add_user(conn, f"u{n}"))
+            picks = rng.choice(items, size=12, replace=False, p=p / p.sum())
+            rows += [(users[-1], int(item), "purchase", None, T0 + timedelta(minutes=m))
+                     for m, item in enumerate(picks)]
+        add_events(conn, rows)
+        conn.commit()
+        result = train_behavior(conn, holdout=3)
+    return {"users": users, "result": result}
+
+
+def test_validation_makes_popularity_the_default_and_sql_serves_it(
+        db_url: str, popular: dict[str, Any]) -> None:
+    result = popular["result"]
+    assert result.fusion["method"] == "popular"
+    chosen = result.validation["chosen"]
+    popular_trials = [t["ndcg"] for t in result.validation["trials"]
+                      if t.get("method") == "popular"]
+    assert chosen["ndcg"] == max(popular_trials)
+    assert chosen["ndcg"] > max(t["ndcg"] for t in result.validation["trials"] if "params" in t)
+    with connect(db_url) as conn:
+        # the popularity cache is there, decayed with the half-life the method was chosen with
+        assert conn.execute(
+            "select half_life = pyembed.popularity_half_life() "
+            "from pyembed.item_popularity_state").fetchone() == (True,)
+        conn.execute("set role pyembed_reader")
+        for user in popular["users"][:10]:
+            served = conn.execute("select item_id, source from pyembed.recommend(%s, 5)",
+                                  (user,)).fetchall()
+            expected = conn.execute("select item_id from pyembed.popular_items(5, '{}', %s)",
+                                    (user,)).fetchall()
+            assert [r[0] for r in served] == [r[0] for r in expected]
+            assert {r[1] for r in served} == {"popular"}
+            # the behavior ranking is still there when asked for by name
+            behavior = conn.execute(
+                "select source from pyembed.recommend(%s, 5, method => 'behavior')",
+                (user,)).fetchall()
+            assert {r[0] for r in behavior} == {"behavior"}
