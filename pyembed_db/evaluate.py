@@ -46,7 +46,7 @@ from .behavior import Events
 from .errors import InvalidInputError, ModelError
 from .metrics import score
 from .training import VALIDATION_HOLDOUT, TrainResult, read_events, train_behavior
-from .user_vectors import KINDS, write_user_vectors
+from .user_vectors import kinds_with, write_user_vectors
 
 log = logging.getLogger(__name__)
 
@@ -108,8 +108,8 @@ def _split(conn: psycopg.Connection[Any], holdout: int | None,
 
 def _text_user_vectors(conn: psycopg.Connection[Any], users: list[int], model_id: int,
                        methods: Sequence[str], trained: TrainResult | None,
-                       progress: bool) -> None:
-    """Recompute the users' text vectors from the training events when a method to score
+                       training: Events, progress: bool) -> None:
+    """Recompute the users' text vectors from the ``training`` events when a method to score
     reads them (interests only when one reads those); otherwise delete them, so that no
     vector computed from held-out events is left to serve a fallback."""
     fusion = trained.fusion if trained is not None else {}
@@ -121,12 +121,12 @@ def _text_user_vectors(conn: psycopg.Connection[Any], users: list[int], model_id
         return
     interests = bool(INTEREST_METHODS & set(methods)
                      or ("default" in methods and not behavior_default))
-    kinds = KINDS if interests else ("long_term", "short_term")
     with tqdm(total=len(users), desc="evaluate: user vectors", unit="user",
               disable=not progress) as bar:
         for start in range(0, len(users), USER_BATCH):
             batch = users[start:start + USER_BATCH]
-            write_user_vectors(conn, batch, model_id, kinds=kinds)
+            write_user_vectors(conn, batch, model_id, kinds=kinds_with(interests),
+                               events=training.subset(np.isin(training.user_ids, batch)))
             bar.update(len(batch))
 
 
@@ -282,7 +282,7 @@ def evaluate(conn: psycopg.Connection[Any], *, holdout: int | None = 10,
         everyone = _split(conn, holdout, cutoff)
         training, watermark = read_events(conn)
         trained = _train(conn, holdout or VALIDATION_HOLDOUT, (training, watermark))
-        _text_user_vectors(conn, everyone, model_id, chosen, trained, progress)
+        _text_user_vectors(conn, everyone, model_id, chosen, trained, training, progress)
         relevant = {int(u): set(items) for u, items in
                     conn.execute(sqlfiles.read("queries/evaluate_positives.sql")).fetchall()}
         heldout = conn.execute(sqlfiles.read("queries/evaluate_heldout_count.sql")).fetchone()

@@ -33,6 +33,11 @@ from .training import read_events
 
 KINDS = ("long_term", "short_term", "interest")
 
+
+def kinds_with(interests: bool) -> tuple[str, ...]:
+    """The kinds a refresh writes: every kind, or all but the interests."""
+    return KINDS if interests else KINDS[:2]
+
 Ids = npt.NDArray[np.int64]
 Floats = npt.NDArray[np.float64]
 

@@ -29,7 +29,7 @@ from .behavior.blas import one_thread
 from .db import connect
 from .errors import InvalidInputError, translate
 from .training import active_behavior_model, fold_in_users, read_events
-from .user_vectors import KINDS, write_user_vectors
+from .user_vectors import kinds_with, write_user_vectors
 
 log = logging.getLogger(__name__)
 
@@ -259,7 +259,7 @@ def _refresh_batch(conn: psycopg.Connection[Any], batch_size: int, since: dateti
         ).fetchall()
         user_ids = [int(r[0]) for r in rows]
         if user_ids:
-            _write(conn, user_ids, model_id, _kinds(interests))
+            _write(conn, user_ids, model_id, kinds_with(interests))
         conn.commit()
     except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
         raise translate(exc) from exc  # the connection is gone: the claimed users stay queued
@@ -287,7 +287,7 @@ def _refresh_one_by_one(conn: psycopg.Connection[Any], batch_size: int, model_id
             break
         user_id = int(row[0])
         try:
-            _write(conn, [user_id], model_id, _kinds(interests))
+            _write(conn, [user_id], model_id, kinds_with(interests))
             conn.commit()
         except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
             raise translate(exc) from exc
@@ -300,10 +300,6 @@ def _refresh_one_by_one(conn: psycopg.Connection[Any], batch_size: int, model_id
             log.error("user %s failed, will retry with back-off: %s", user_id, error)
         handled += 1
     return handled
-
-
-def _kinds(interests: bool) -> Sequence[str]:
-    return KINDS if interests else ("long_term", "short_term")
 
 
 def _write(conn: psycopg.Connection[Any], user_ids: list[int], model_id: int | None,
