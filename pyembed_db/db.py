@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import psycopg
 from pgvector.psycopg import register_vector
-from sqlalchemy import Engine, create_engine, event
 
 from .errors import ConfigurationError
 from .server import database_url
+
+if TYPE_CHECKING:
+    from sqlalchemy import Engine
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +80,9 @@ def sqlalchemy_url(url: str) -> str:
 
 def create_sa_engine(url: str | None = None, **kwargs: Any) -> Engine:
     """A SQLAlchemy 2 engine on psycopg 3 whose connections know the pgvector types."""
+    # Imported here: only the ORM needs SQLAlchemy, and it costs every CLI command 0.2 s.
+    from sqlalchemy import create_engine, event
+
     engine = create_engine(sqlalchemy_url(url or database_url()), **kwargs)
 
     @event.listens_for(engine, "connect")

@@ -66,7 +66,8 @@ def read_events(conn: psycopg.Connection[Any],
                 users: Sequence[int] | None = None) -> tuple[Events, int]:
     """The events (of ``users``, or all) as arrays, and the newest event id (0 when none)."""
     row = conn.execute(sqlfiles.read("queries/behavior_events.sql"),
-                       {"users": list(users) if users is not None else None}).fetchone()
+                       {"users": list(users) if users is not None else None},
+                       binary=True).fetchone()  # the packed columns without hex encoding
     if row is None or not row[0]:
         return Events.from_arrays([], [], [], [], [], [], []), 0
     columns = [np.frombuffer(packed, dtype=dtype)

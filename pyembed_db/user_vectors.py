@@ -108,9 +108,12 @@ def read_item_vectors(conn: psycopg.Connection[Any], model_id: int,
     ids: list[Ids] = []
     vectors: list[npt.NDArray[np.float32]] = []
     for start in range(0, len(item_ids), ITEM_CHUNK):
+        # Binary results: as text, the packed column arrives hex-encoded and decoding it took
+        # half of the read (14k vectors: 0.75 -> 0.37 s).
         row = conn.execute(sqlfiles.read("queries/user_vector_items.sql"),
                            {"model_id": model_id,
-                            "items": item_ids[start:start + ITEM_CHUNK].tolist()}).fetchone()
+                            "items": item_ids[start:start + ITEM_CHUNK].tolist()},
+                           binary=True).fetchone()
         if row is None or not row[0]:
             continue
         ids.append(np.frombuffer(row[1], dtype=">i8").astype(np.int64))

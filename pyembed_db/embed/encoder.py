@@ -11,10 +11,12 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import onnxruntime as ort
-from tokenizers import Encoding, Tokenizer
+
+if TYPE_CHECKING:
+    from tokenizers import Encoding
 
 from ..arguments import is_blank
 from ..errors import InvalidInputError, ModelError
@@ -63,6 +65,10 @@ class Encoder:
         if config.pooling not in ("mean", "cls"):
             raise ModelError(f"unknown pooling {config.pooling!r}: use 'mean' or 'cls'")
         self.config = config
+        # Imported here, where a model is loaded: every CLI command would pay for them.
+        import onnxruntime as ort
+        from tokenizers import Tokenizer
+
         try:
             self.tokenizer = Tokenizer.from_file(str(config.tokenizer_path))
         except Exception as exc:  # the tokenizers binding raises a bare Exception
