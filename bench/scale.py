@@ -67,6 +67,7 @@ SIZES = {"100k": (100_000, 10_000, 2_000), "1M": (1_000_000, 100_000, 20_000),
 EVENT_TYPES = {"view": 0.70, "click": 0.15, "add_to_cart": 0.05, "purchase": 0.04,
                "like": 0.03, "rating": 0.03}
 EMBED_SAMPLE = 10_000
+EVALUATE_USERS = 20_000
 DIM = 384
 STEPS = ["load_users", "load_items", "load_events", "embed", "index", "refresh_users",
          "evaluate", "search", "recommend"]
@@ -359,11 +360,15 @@ def step_refresh(url: str, admin: str) -> dict[str, Any]:
     return result
 
 
-def step_evaluate(url: str, admin: str) -> dict[str, Any]:
+def step_evaluate(url: str, admin: str, n_users: int) -> dict[str, Any]:
     import pyembed_db as pe
 
+    # Past 20k users a fixed sample of 20k is scored (`evaluate --users`): each pass over the
+    # users is one pyembed.recommend call per user, and ALS / item-kNN score users x catalog.
+    sample = EVALUATE_USERS if n_users > EVALUATE_USERS else None
     with pe.connect(named(url)) as conn, measured(admin) as result:
-        report = call(pe.evaluate, conn, holdout=10, k=10, progress=False)
+        report = call(pe.evaluate, conn, holdout=10, k=10, progress=False, max_users=sample)
+    result["scored_users"] = report.get("users")
     result["recall"] = {f"{r['method']}{'' if r['exclude_seen'] else ' (seen)'}": r["recall"]
                         for r in report.get("results", [])}
     return result
@@ -539,7 +544,7 @@ def run_size(size: str, args: argparse.Namespace, admin: str, results: dict[str,
         elif step == "refresh_users":
             result = step_refresh(url, admin)
         elif step == "evaluate":
-            result = step_evaluate(url, admin)
+            result = step_evaluate(url, admin, SIZES[size][2])
         else:
             result = step_latency(url, admin, step, args.seed)
         result["n"] = count(size, step)

@@ -26,6 +26,7 @@ from pyembed_db.behavior import (
     train_events,
     validation_split,
 )
+from pyembed_db.behavior import tune as tune_module
 from pyembed_db.behavior.tune import MIN_GAIN, Grid, tune
 from pyembed_db.errors import InvalidInputError, ModelError
 from pyembed_db.linalg import inverse_diagonal, spd_inverse
@@ -240,6 +241,40 @@ def test_validation_split_holds_out_each_users_last_events() -> None:
     fit, valid = validation_split(ev, 2)
     assert sorted(valid.event_ids.tolist()) == [0, 2]  # both at t=4, ties by event id
     assert sorted(fit.event_ids.tolist()) == [1, 3, 4, 5]  # user 2 has only 2 events
+
+
+def test_validation_split_samples_users_and_trains_on_the_rest() -> None:
+    ev = two_groups(per_user=12)  # 40 users, all with more than 3 events
+    fit, valid = validation_split(ev, 3, max_users=7, seed=5)
+    sampled = np.unique(valid.user_ids)
+    assert len(sampled) == 7 and len(valid) == 7 * 3
+    # nothing is lost: the users left out keep all their events for training
+    assert sorted(np.concatenate([fit.event_ids, valid.event_ids]).tolist()) == \
+        sorted(ev.event_ids.tolist())
+    rest = ~np.isin(ev.user_ids, sampled)
+    assert np.isin(ev.event_ids[rest], fit.event_ids).all()
+    again = validation_split(ev, 3, max_users=7, seed=5)[1]
+    assert np.array_equal(np.sort(again.event_ids), np.sort(valid.event_ids))  # seeded
+    other = validation_split(ev, 3, max_users=7, seed=6)[1]
+    assert not np.array_equal(np.unique(other.user_ids), sampled)
+    whole = validation_split(ev, 3)[1]
+    assert np.array_equal(np.sort(validation_split(ev, 3, max_users=40)[1].event_ids),
+                          np.sort(whole.event_ids))
+
+
+def test_tune_scores_a_sample_of_users_past_its_cell_budget(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    grid = Grid(ease_lr={"recent_half_life": [None], "factors": [8]}, text=[0.0],
+                popularity=[0.0], popularity_half_life_seconds=[None])
+    data = two_groups(per_user=12)
+    n_items = len(np.unique(data.item_ids))
+    monkeypatch.setattr(tune_module, "MIN_VALIDATION_USERS", 5)
+    monkeypatch.setattr(tune_module, "VALIDATION_CELLS", 12 * n_items)
+    _, _, report = tune(data, holdout=3, grid=grid, start=METHODS["ease_lr"])
+    assert report["validation_users"] == 12 and report["validation_events"] == 36
+    monkeypatch.setattr(tune_module, "VALIDATION_CELLS", 10**9)
+    _, _, report = tune(data, holdout=3, grid=grid, start=METHODS["ease_lr"])
+    assert report["validation_users"] == 40
 
 
 def test_tune_picks_parameters_on_validation(events: Events) -> None:

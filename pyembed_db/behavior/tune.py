@@ -49,15 +49,34 @@ def holdout_mask(user_ids: np.ndarray, occurred_at: np.ndarray, event_ids: np.nd
     return mask
 
 
-def validation_split(events: Events, holdout: int) -> tuple[Events, Events]:
-    """(train, validation): validation = the last ``holdout`` events of each user who has more.
+def validation_split(events: Events, holdout: int, *, max_users: int | None = None,
+                     seed: int = 0) -> tuple[Events, Events]:
+    """(train, validation): validation = the last ``holdout`` events of each user who has more;
+    of at most ``max_users`` such users (a random sample drawn with ``seed``) when given, the
+    others keeping all their events for training.
 
     Example::
 
         fit_events, valid_events = validation_split(train_events, holdout=10)
     """
     mask = holdout_mask(events.user_ids, events.occurred_at, events.event_ids, holdout)
+    if max_users is not None:
+        users = np.unique(events.user_ids[mask])
+        if len(users) > max_users:
+            chosen = np.random.default_rng(seed).choice(users, max_users, replace=False)
+            mask &= np.isin(events.user_ids, chosen)
     return events.subset(~mask), events.subset(mask)
+
+
+def validation_user_budget(catalog_size: int) -> int:
+    """How many users the validation scores over a catalog of ``catalog_size`` items.
+
+    Example::
+
+        >>> validation_user_budget(3_706), validation_user_budget(1_000_000)
+        (539665, 2000)
+    """
+    return max(MIN_VALIDATION_USERS, VALIDATION_CELLS // max(catalog_size, 1))
 
 
 @dataclass(frozen=True)
@@ -92,6 +111,12 @@ IALS_START: dict[str, Any] = {"factors": 64, "regularization": 10.0, "alpha": 10
 # below it are within the noise of a few hundred validation users, and the defaults (smaller
 # vectors, no fusion) are the cheaper ones.
 MIN_GAIN = 0.005
+# Every trial scores each validation user against the whole catalog: past this many cells
+# (users x items) a random sample of users stands for them all. 10M events over 1M items have
+# 200k such users: 2e11 cells a trial, hours per validation. Up to 20k users over 100k items
+# (and all of ML-1M) every user is scored.
+VALIDATION_CELLS = 2_000_000_000
+MIN_VALIDATION_USERS = 2_000
 
 
 def _with(params: BehaviorParams, name: str, value: Any) -> BehaviorParams:
@@ -193,16 +218,16 @@ def tune(events: Events, *, holdout: int = 10, k: int = 10, method: str = "auto"
         model = train_events(train_events, params)
     """
     grid = grid or Grid()
-    fit_events, valid_events = validation_split(events, holdout)
-    if len(valid_events) == 0:
-        raise InvalidInputError(f"no user has more than {holdout} events to validate on")
     with_text = None
     if text_items is not None and text_vectors is not None:
         with_text = (np.asarray(text_items, dtype=np.int64), np.asarray(text_vectors))
     # Every item that serving can list: those with events, and those with a text vector only
     # (cold items, through the text map).
-    catalog = np.unique(np.concatenate(
-        [fit_events.item_ids, valid_events.item_ids] + ([with_text[0]] if with_text else [])))
+    catalog = np.unique(np.concatenate([events.item_ids] + ([with_text[0]] if with_text else [])))
+    fit_events, valid_events = validation_split(
+        events, holdout, max_users=validation_user_budget(len(catalog)), seed=seed)
+    if len(valid_events) == 0:
+        raise InvalidInputError(f"no user has more than {holdout} events to validate on")
     checked = Holdout.build(fit_events, valid_events, catalog)
     started = time.perf_counter()
     search = _Search(checked, fit_events, k, seed, with_text)
