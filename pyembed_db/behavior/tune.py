@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from ..baselines import ListScore
 from ..errors import InvalidInputError
 from .cold import cold_items
 from .events import Events
@@ -161,23 +162,25 @@ class _Search:
             self.pool_key = params
         result = self.holdout.evaluate(self.model(params), fusion, k=self.k,
                                        text_vectors=text_vectors, pool=self.pool)
-        self.trials.append({"params": asdict(params), "fusion": asdict(fusion or Fusion()),
-                            "recall": result.recall, "ndcg": result.ndcg,
-                            "seconds": round(time.perf_counter() - started, 2)})
-        log.info("validation ndcg %.4f recall %.4f %s", result.ndcg, result.recall, params)
-        self.scores[key] = result.ndcg
-        return result.ndcg
+        self.scores[key] = self._record(
+            {"params": asdict(params), "fusion": asdict(fusion or Fusion())}, result, started,
+            str(params))
+        return self.scores[key]
 
     def score_popular(self, half_life_seconds: float | None) -> float:
         """Validation NDCG of the popularity ranking alone (recommend's method 'popular')."""
         started = time.perf_counter()
         result = self.holdout.score(self.holdout.popular_top(half_life_seconds, self.k), self.k)
-        self.trials.append({"method": "popular",
-                            "popularity_half_life_seconds": half_life_seconds,
-                            "recall": result.recall, "ndcg": result.ndcg,
+        return self._record({"method": "popular",
+                             "popularity_half_life_seconds": half_life_seconds},
+                            result, started, f"popular, half-life {half_life_seconds} s")
+
+    def _record(self, trial: dict[str, Any], result: ListScore, started: float,
+                what: str) -> float:
+        """Adds a trial (``trial`` + its recall, NDCG and seconds) to the report; its NDCG."""
+        self.trials.append({**trial, "recall": result.recall, "ndcg": result.ndcg,
                             "seconds": round(time.perf_counter() - started, 2)})
-        log.info("validation ndcg %.4f recall %.4f popular, half-life %s s", result.ndcg,
-                 result.recall, half_life_seconds)
+        log.info("validation ndcg %.4f recall %.4f %s", result.ndcg, result.recall, what)
         return result.ndcg
 
 
