@@ -282,6 +282,9 @@ def evaluate(conn: psycopg.Connection[Any], *, holdout: int | None = 10,
         everyone = _split(conn, holdout, cutoff)
         training, watermark = read_events(conn)
         trained = _train(conn, holdout or VALIDATION_HOLDOUT, (training, watermark))
+        if trained is not None and _reads_behavior_vectors(chosen, trained):
+            conn.execute(sqlfiles.read("queries/model_activate.sql"),
+                         {"model_id": trained.model_id, "force": True, "build_index": True})
         _text_user_vectors(conn, everyone, model_id, chosen, trained, training, progress)
         relevant = {int(u): set(items) for u, items in
                     conn.execute(sqlfiles.read("queries/evaluate_positives.sql")).fetchall()}
@@ -337,14 +340,24 @@ def evaluate(conn: psycopg.Connection[Any], *, holdout: int | None = 10,
 
 def _train(conn: psycopg.Connection[Any], holdout: int,
            events: tuple[Events, int]) -> TrainResult | None:
-    """A behavior model trained on the training events (in the evaluation's transaction), or
-    None when there are too few events to train one."""
+    """A behavior model trained on the training events (in the evaluation's transaction) and
+    active without its HNSW index, or None when there are too few events to train one."""
     with conn.transaction():  # a savepoint: a refused training leaves the split intact
         try:
-            return train_behavior(conn, commit=False, holdout=holdout, read=events)
+            return train_behavior(conn, commit=False, holdout=holdout, read=events,
+                                  build_index=False)
         except InvalidInputError as exc:
             log.info("no behavior model evaluated: %s", exc)
             return None
+
+
+def _reads_behavior_vectors(methods: Sequence[str], trained: TrainResult) -> bool:
+    """Whether a scored method serves from the behavior model's vectors, and so needs its HNSW
+    index: ``behavior``, or ``default`` when validation chose the behavior ranking. The index
+    is built only then: the transaction is rolled back, and building it for 100k items takes
+    minutes."""
+    return "behavior" in methods or ("default" in methods
+                                      and trained.fusion.get("method") == "behavior")
 
 
 def _score(name: str, exclude_seen: bool, lists: dict[int, list[int]],

@@ -197,7 +197,7 @@ def _cold_vectors(conn: psycopg.Connection[Any], model: BehaviorModel, text: _Te
 
 def train_behavior(conn: psycopg.Connection[Any], *, full: bool = False,
                    holdout: int = VALIDATION_HOLDOUT, activate: bool = True,
-                   name: str = "behavior", commit: bool = True,
+                   name: str = "behavior", commit: bool = True, build_index: bool = True,
                    read: tuple[Events, int] | None = None) -> TrainResult:
     """Train a new behavior model from every event, store it, and (by default) activate it.
 
@@ -207,8 +207,9 @@ def train_behavior(conn: psycopg.Connection[Any], *, full: bool = False,
     Items with no positive event but a text vector get one through a text -> behavior map
     learned on the trained items. Commits (unless ``commit`` is false: the offline evaluation
     trains inside a transaction it rolls back); the previous behavior model stays for
-    switching back, older ones are deleted. ``read``: the events as :func:`read_events`
-    returned them in this transaction (default: read them).
+    switching back, older ones are deleted. ``build_index=False`` activates the model without
+    its HNSW index (``pyembed.activate_model``'s ``build_index``). ``read``: the events as
+    :func:`read_events` returned them in this transaction (default: read them).
 
     Example::
 
@@ -250,7 +251,7 @@ def train_behavior(conn: psycopg.Connection[Any], *, full: bool = False,
         insert_user_embeddings(conn, users.rows(model_id))
         if activate:
             conn.execute(sqlfiles.read("queries/model_activate.sql"),
-                         {"model_id": model_id, "force": True})
+                         {"model_id": model_id, "force": True, "build_index": build_index})
             conn.execute(sqlfiles.read("queries/behavior_queue_since.sql"),
                          {"watermark": watermark})
             conn.execute(sqlfiles.read("queries/behavior_retire.sql"))

@@ -11,8 +11,9 @@ from users_data import DIM, add_events, add_items, add_model, add_user
 
 from pyembed_db.db import connect
 from pyembed_db.errors import InvalidInputError
-from pyembed_db.evaluate import evaluate
+from pyembed_db.evaluate import _reads_behavior_vectors, evaluate
 from pyembed_db.metrics import ndcg_at_k, recall_at_k
+from pyembed_db.training import TrainResult
 
 T = [datetime(2024, 1, 1, tzinfo=timezone.utc) + timedelta(seconds=s) for s in range(3)]
 
@@ -138,3 +139,15 @@ def test_max_users_scores_a_fixed_sample(db_url: str, tiny: dict[str, Any]) -> N
     assert {r["users"] for r in first["results"]} == {1}
     assert _by_method(first) == _by_method(again)
     assert everyone["split"]["users"] == 2 and _by_method(everyone) != _by_method(first)
+
+
+@pytest.mark.parametrize("methods, chosen, expected", [
+    (("popularity", "default"), "popular", False),
+    (("popularity", "default"), "behavior", True),
+    (("popularity", "single-vector", "multi-interest+pop"), "behavior", False),
+    (("behavior",), "popular", True),
+])
+def test_the_behavior_index_is_built_only_for_a_method_reading_behavior_vectors(
+        methods: tuple[str, ...], chosen: str, expected: bool) -> None:
+    trained = TrainResult(1, "behavior:1", "ials", 8, 10, 0, 5, 50, {"method": chosen}, {})
+    assert _reads_behavior_vectors(methods, trained) is expected

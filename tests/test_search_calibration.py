@@ -158,3 +158,40 @@ def test_calibration_checks_its_arguments_and_runs_as_the_worker_only(
     db.execute("set role pyembed_reader")
     with pytest.raises(psycopg.errors.InsufficientPrivilege):
         db.execute("select pyembed.calibrate_search(%s)", (space["model"],))
+
+
+def test_activation_without_the_index_scans_exactly_until_activated_again(
+        db: psycopg.Connection[Any], space: dict[str, Any]) -> None:
+    """activate_model(..., build_index => false) switches at once and leaves the index and
+    the calibration to a later activate_model; searches scan exactly meanwhile."""
+    copy = _behavior_model(db, "unindexed")
+    for table in ("item_embeddings", "user_embeddings"):
+        columns = ("item_id, embedding, content_hash" if table == "item_embeddings" else
+                   "user_id, kind, slot, embedding, weight, event_count, event_watermark")
+        db.execute(f"insert into pyembed.{table} (model_id, {columns}) "
+                   f"select %s, {columns} from pyembed.{table} where model_id = %s",
+                   (copy, space["model"]))
+    index = f"pyembed.item_embeddings_hnsw_m{copy}"
+    query = space["users"][0]
+    exact = set(space["item_ids"][np.argsort(-(space["items"] @ query))[:10]].tolist())
+    db.execute("set role pyembed_worker")
+    db.execute("select pyembed.activate_model(%s, true, build_index => false)", (copy,))
+    assert db.execute("select status, config ? 'ef_search', to_regclass(%s) "
+                      "from pyembed.embedding_models where model_id = %s",
+                      (index, copy)).fetchone() == ("active", False, None)
+    plan = db.execute("select pyembed.search_plan(%s, 10, '{}', null, %s)",
+                      (Vector(query), copy)).fetchone()[0]
+    assert plan["strategy"] == "exact"
+    found = {r[0] for r in db.execute("select item_id from pyembed.search(%s, 10, '{}', null, %s)",
+                                      (Vector(query), copy))}
+    assert found == exact
+    # Activating it again (it is the active one) builds the index and calibrates.
+    db.execute("select pyembed.activate_model(%s)", (copy,))
+    config, built = db.execute("select config, to_regclass(%s) is not null "
+                               "from pyembed.embedding_models where model_id = %s",
+                               (index, copy)).fetchone()
+    assert built and config["ef_search"] in LADDER
+    plan = db.execute("select pyembed.search_plan(%s, 10, '{}', null, %s)",
+                      (Vector(query), copy)).fetchone()[0]
+    assert plan["strategy"] == "hnsw"
+    db.rollback()

@@ -268,7 +268,7 @@ def activate_model(
     target = get_model(conn, name, version)
     try:
         conn.execute(sqlfiles.read("queries/model_activate.sql"),
-                     {"model_id": target.model_id, "force": force})
+                     {"model_id": target.model_id, "force": force, "build_index": True})
         conn.commit()
     except psycopg.Error as exc:
         conn.rollback()

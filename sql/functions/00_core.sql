@@ -68,9 +68,14 @@ $$;
 -- models: and its ef_search calibrated, pyembed.calibrate_search), and (text models) every user
 -- is queued so their vectors follow the new model. Refuses (PE005) a model
 -- with fewer item vectors than the current one unless `force`: switching would make part of
--- the catalog unsearchable (re-embed first). Returns the model id.
+-- the catalog unsearchable (re-embed first). `build_index => false` leaves the index (and the
+-- calibration) to a later activate_model or ensure_model_index call: searches of the model scan
+-- exactly until then. The offline evaluation uses it: its transaction is rolled back, and its
+-- methods may read no behavior vector (the HNSW build of 100k items takes minutes).
+-- Returns the model id.
 --   select pyembed.activate_model(3);
-create or replace function pyembed.activate_model(p_model_id integer, force boolean default false)
+create or replace function pyembed.activate_model(p_model_id integer, force boolean default false,
+                                                  build_index boolean default true)
 returns integer
 language plpgsql volatile security invoker
 set search_path to pg_catalog, public, pg_temp
@@ -90,9 +95,10 @@ begin
     select model_id into current_id from pyembed.embedding_models
     where status = 'active' and kind = target.kind;
     if current_id = p_model_id then
-        perform pyembed.ensure_model_index(p_model_id);
+        perform pyembed.ensure_model_index(p_model_id) where build_index is not false;
         perform pyembed.calibrate_search(p_model_id)
-        where target.kind = 'behavior' and not target.config ? 'ef_search';
+        where build_index is not false
+          and target.kind = 'behavior' and not target.config ? 'ef_search';
         return p_model_id;
     end if;
     if current_id is not null and not force then
@@ -111,9 +117,10 @@ begin
     where status = 'active' and kind = target.kind;
     update pyembed.embedding_models set status = 'active', activated_at = now()
     where model_id = p_model_id;
-    perform pyembed.ensure_model_index(p_model_id);
+    perform pyembed.ensure_model_index(p_model_id) where build_index is not false;
     perform pyembed.calibrate_search(p_model_id)
-    where target.kind = 'behavior' and not target.config ? 'ef_search';
+    where build_index is not false
+      and target.kind = 'behavior' and not target.config ? 'ef_search';
     if target.kind = 'text' then
         -- Every user with events: their vectors must be computed in the new space.
         insert into pyembed.user_queue (user_id)

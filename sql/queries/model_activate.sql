@@ -1,1 +1,1 @@
-select pyembed.activate_model(%(model_id)s, %(force)s)
+select pyembed.activate_model(%(model_id)s, %(force)s, build_index => %(build_index)s)
