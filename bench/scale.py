@@ -372,7 +372,7 @@ def step_evaluate(url: str, admin: str, n_users: int) -> dict[str, Any]:
         conn.commit()  # evaluate starts with a rollback, which would undo an uncommitted SET
         with measured(admin) as result:
             report = call(pe.evaluate, conn, holdout=10, k=10, progress=False, max_users=sample)
-    result["scored_users"] = report.get("users")
+    result["scored_users"] = report["split"]["users"]
     result["recall"] = {f"{r['method']}{'' if r['exclude_seen'] else ' (seen)'}": r["recall"]
                         for r in report.get("results", [])}
     return result
