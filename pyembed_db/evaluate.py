@@ -33,6 +33,7 @@ from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from datetime import datetime
+from itertools import islice
 from typing import Any
 
 import numpy as np
@@ -154,7 +155,11 @@ def _popular_lists(conn: psycopg.Connection[Any], users: list[int], k: int,
     depth = min(1000, k + max((len(v) for v in seen.values()), default=0))
     ranking = [int(r[0]) for r in
                conn.execute(sqlfiles.read("queries/evaluate_popular.sql"), {"k": depth})]
-    return {u: [i for i in ranking if i not in seen.get(u, set())][:k] for u in users}
+
+    def unseen_top(user_seen: set[int]) -> list[int]:
+        return list(islice((i for i in ranking if i not in user_seen), k))
+
+    return {u: unseen_top(seen.get(u, set())) for u in users}
 
 
 def _method_lists(conn: psycopg.Connection[Any], name: str, method: str | None, vectors: str,
