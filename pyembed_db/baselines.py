@@ -36,7 +36,7 @@ T = TypeVar("T")
 
 # Dense scores are computed this many users x items cells at a time (128 MB of float64).
 SCORE_CELLS = 16_000_000
-# Blocks scored at once by map_row_blocks: each holds a few copies of SCORE_CELLS cells.
+# Blocks scored at once by map_blocks: each holds a few copies of SCORE_CELLS cells.
 MAX_BLOCK_THREADS = 8
 # EASE inverts an items x items matrix: past this catalog size it needs more memory and time
 # than a baseline should (20k items: 3.2 GB and minutes).
@@ -93,18 +93,17 @@ def row_blocks(rows: int, columns: int) -> list[slice]:
     return [slice(lo, min(lo + step, rows)) for lo in range(0, rows, step)]
 
 
-def map_row_blocks(function: Callable[[slice], T], rows: int, columns: int) -> list[T]:
-    """``function`` of each of :func:`row_blocks` (in order), one block per core at a time.
+def map_blocks(function: Callable[[slice], T], blocks: list[slice]) -> list[T]:
+    """``function`` of each block of rows (results in order), one block per core at a time.
 
     numpy's matrix products, partitions and sorts release the GIL, so threads use every core;
     BLAS is single-threaded meanwhile, so that the blocks do not oversubscribe the cores.
 
     Example::
 
-        >>> [b.stop for b in map_row_blocks(lambda b: b, 5, SCORE_CELLS // 2)]
+        >>> [b.stop for b in map_blocks(lambda b: b, row_blocks(5, SCORE_CELLS // 2))]
         [2, 4, 5]
     """
-    blocks = row_blocks(rows, columns)
     workers = min(len(blocks), os.cpu_count() or 1, MAX_BLOCK_THREADS)
     if workers <= 1:
         return [function(block) for block in blocks]
@@ -125,7 +124,7 @@ def recommend_from_scores(matrix: sp.csr_matrix, k: int, scorer: Scorer) -> np.n
         rows = matrix[block]
         return top_k_unseen(np.asarray(scorer(block, rows)), rows, k)
 
-    blocks = map_row_blocks(top, *matrix.shape)
+    blocks = map_blocks(top, row_blocks(*matrix.shape))
     return np.vstack(blocks) if blocks else np.empty((0, k), dtype=np.int64)
 
 

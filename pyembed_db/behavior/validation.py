@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
-from ..baselines import ListScore, map_row_blocks, row_blocks, top_k_unseen
+from ..baselines import ListScore, map_blocks, row_blocks, top_k_unseen
 from .events import Events
 from .fusion import Fusion, popularity_scores, text_user_vectors
 from .train import BehaviorModel
@@ -122,8 +122,7 @@ class Holdout:
             return self.pool_from_scores(np.where(has_vector, rows[chunk] @ items.T, -np.inf),
                                          depth, chunk)
 
-        pools = (map_row_blocks(pool_of, len(self.users), len(self.catalog))
-                 or [pool_of(slice(0, 0))])
+        pools = map_blocks(pool_of, self._chunks())
         return Pool(np.vstack([p.cols for p in pools]), np.vstack([p.scores for p in pools]))
 
     def pool_from_scores(self, scores: np.ndarray, depth: int,
