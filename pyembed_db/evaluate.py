@@ -38,6 +38,7 @@ from typing import Any
 
 import numpy as np
 import psycopg
+from threadpoolctl import threadpool_limits
 from tqdm import tqdm
 
 from . import baselines, sqlfiles
@@ -108,27 +109,35 @@ def _split(conn: psycopg.Connection[Any], holdout: int | None,
 
 
 def _text_user_vectors(conn: psycopg.Connection[Any], users: list[int], model_id: int,
-                       methods: Sequence[str], trained: TrainResult | None,
-                       training: Events, progress: bool) -> None:
-    """Recompute the users' text vectors from the ``training`` events when a method to score
-    reads them (interests only when one reads those); otherwise delete them, so that no
-    vector computed from held-out events is left to serve a fallback."""
-    fusion = trained.fusion if trained is not None else {}
-    behavior_default = fusion.get("method") == "behavior"
-    default_text = "default" in methods and (not behavior_default or fusion.get("text", 0) > 0)
-    if not (TEXT_METHODS & set(methods) or default_text):
+                       kinds: tuple[str, ...], training: Events, progress: bool) -> None:
+    """Recompute the users' text vectors of ``kinds`` from the ``training`` events; with no
+    kinds delete them, so that no vector computed from held-out events is left to serve a
+    fallback."""
+    if not kinds:
         conn.execute(sqlfiles.read("queries/evaluate_drop_text_vectors.sql"),
                      {"model_id": model_id})
         return
-    interests = bool(INTEREST_METHODS & set(methods)
-                     or ("default" in methods and not behavior_default))
     with tqdm(total=len(users), desc="evaluate: user vectors", unit="user",
               disable=not progress) as bar:
         for start in range(0, len(users), USER_BATCH):
             batch = users[start:start + USER_BATCH]
-            write_user_vectors(conn, batch, model_id, kinds=kinds_with(interests),
+            write_user_vectors(conn, batch, model_id, kinds=kinds,
                                events=training.subset(np.isin(training.user_ids, batch)))
             bar.update(len(batch))
+
+
+def _text_kinds_read(methods: Sequence[str], trained: TrainResult | None) -> tuple[str, ...]:
+    """The kinds of text user vectors the scored methods read (interests only when one reads
+    those). The default method reads them when it is ``text`` (no behavior model), or
+    ``behavior`` fused with text similarity; ``popular`` reads none: on a catalog where
+    popularity wins, they were 14 s of a 1M-event evaluation for nothing."""
+    fusion = trained.fusion if trained is not None else {}
+    default = fusion.get("method", "text") if "default" in methods else None
+    interests = bool(INTEREST_METHODS & set(methods)) or default == "text"
+    if interests or TEXT_METHODS & set(methods) or (
+            default == "behavior" and fusion.get("text", 0) > 0):
+        return kinds_with(interests)
+    return ()
 
 
 def _selected(methods: Sequence[str] | str) -> list[str]:
@@ -286,11 +295,6 @@ def evaluate(conn: psycopg.Connection[Any], *, holdout: int | None = 10,
     try:
         everyone = _split(conn, holdout, cutoff)
         training, watermark = read_events(conn)
-        trained = _train(conn, holdout or VALIDATION_HOLDOUT, (training, watermark))
-        if trained is not None and _reads_behavior_vectors(chosen, trained):
-            conn.execute(sqlfiles.read("queries/model_activate.sql"),
-                         {"model_id": trained.model_id, "force": True, "build_index": True})
-        _text_user_vectors(conn, everyone, model_id, chosen, trained, training, progress)
         relevant = {int(u): set(items) for u, items in
                     conn.execute(sqlfiles.read("queries/evaluate_positives.sql")).fetchall()}
         heldout = conn.execute(sqlfiles.read("queries/evaluate_heldout_count.sql")).fetchone()
@@ -303,9 +307,19 @@ def evaluate(conn: psycopg.Connection[Any], *, holdout: int | None = 10,
         popular, training_counts = _popular_items(training)
         cold = _cold_relevant(relevant, training_counts)
         results, cold_results = [], []
-        # The baselines train in numpy while Postgres serves the methods: two cores, both busy.
-        with ThreadPoolExecutor(max_workers=1) as background:
+        # The baselines train in numpy from the start, beside everything that follows: much of
+        # it keeps one core busy (Postgres, or this client waiting for it). Two threads of
+        # work fill the two cores, so BLAS keeps one thread meanwhile; this thread sets that
+        # limit, as threadpoolctl lets only the first thread that set an OpenBLAS limit
+        # change it (the other thread's limits are silently ignored).
+        with threadpool_limits(1, "blas"), ThreadPoolExecutor(max_workers=1) as background:
             baselines_done = background.submit(_baseline_lists, training, users, k, progress)
+            trained = _train(conn, holdout or VALIDATION_HOLDOUT, (training, watermark))
+            if trained is not None and _reads_behavior_vectors(chosen, trained):
+                conn.execute(sqlfiles.read("queries/model_activate.sql"),
+                             {"model_id": trained.model_id, "force": True, "build_index": True})
+            _text_user_vectors(conn, everyone, model_id, _text_kinds_read(chosen, trained),
+                               training, progress)
             for name, method, vectors, blend in METHODS:
                 if name not in chosen or (method == "behavior" and trained is None):
                     continue

@@ -21,7 +21,6 @@ from typing import Any
 import numpy as np
 import psycopg
 from psycopg.types.json import Jsonb
-from threadpoolctl import threadpool_limits
 
 from . import sqlfiles
 from .active import active_model_id
@@ -30,6 +29,7 @@ from .behavior.fusion import Fusion
 from .behavior.tune import Grid, tune
 from .bulk import UserEmbeddingRow, insert_item_embeddings, insert_user_embeddings
 from .errors import InvalidInputError, ModelError, translate
+from .item_vectors import read_item_vectors
 
 log = logging.getLogger(__name__)
 
@@ -170,13 +170,9 @@ class _TextVectors:
     @classmethod
     def read(cls, conn: psycopg.Connection[Any]) -> _TextVectors:
         model_id = active_model_id(conn)
-        rows = [] if model_id is None else conn.execute(
-            sqlfiles.read("queries/behavior_text_vectors.sql"), {"model_id": model_id},
-            binary=True).fetchall()
-        if not rows:
+        if model_id is None:
             return cls(model_id, np.zeros(0, dtype=np.int64), np.zeros((0, 0), dtype=np.float32))
-        return cls(model_id, np.array([int(r[0]) for r in rows], dtype=np.int64),
-                   np.stack([np.asarray(r[1].to_numpy(), dtype=np.float32) for r in rows]))
+        return cls(model_id, *read_item_vectors(conn, model_id))
 
 
 def _cold_vectors(conn: psycopg.Connection[Any], model: BehaviorModel, text: _TextVectors,
@@ -221,13 +217,12 @@ def train_behavior(conn: psycopg.Connection[Any], *, full: bool = False,
     if len(events) < MIN_EVENTS:
         raise InvalidInputError(f"{len(events)} events: train needs at least {MIN_EVENTS}")
     text = _TextVectors.read(conn)
-    with threadpool_limits(None):
-        params, fusion, report = choose(
-            events, holdout=holdout, full=full,
-            text_items=text.items if len(text.items) else None,
-            text_vectors=text.vectors if len(text.items) else None,
-            popularity_half_lives=_popularity_half_lives(conn))
-        model = train_events(events, params)
+    params, fusion, report = choose(
+        events, holdout=holdout, full=full,
+        text_items=text.items if len(text.items) else None,
+        text_vectors=text.vectors if len(text.items) else None,
+        popularity_half_lives=_popularity_half_lives(conn))
+    model = train_events(events, params)
     cold, cold_hashes = _cold_vectors(conn, model, text, events)
     item_vectors = {int(i): model.item_vectors[j] for j, i in enumerate(model.items)}
     item_vectors.update(cold)

@@ -29,6 +29,7 @@ from .behavior.blas import one_thread
 from .behavior.interactions import decay, event_weights
 from .bulk import UserEmbeddingRow, insert_user_embeddings
 from .interests import choose_k, weighted_kmeans
+from .item_vectors import read_item_vectors
 from .training import read_events
 
 KINDS = ("long_term", "short_term", "interest")
@@ -95,36 +96,6 @@ class ItemWeights:
         """(user ids, first row, end row) of each user's run of rows."""
         starts = np.flatnonzero(np.r_[True, self.users[1:] != self.users[:-1]])
         return self.users[starts], starts, np.r_[starts[1:], len(self.users)]
-
-
-# Items per query: one packed column of vectors stays under PostgreSQL's 1 GB value limit up
-# to pgvector's 16,000 dimensions (a batch of heavy users can touch a million items).
-ITEM_CHUNK = 16384
-
-
-def read_item_vectors(conn: psycopg.Connection[Any], model_id: int,
-                      item_ids: Ids) -> tuple[Ids, npt.NDArray[np.float32]]:
-    """(sorted item ids, their vectors in ``model_id`` as rows of one float32 matrix)."""
-    ids: list[Ids] = []
-    vectors: list[npt.NDArray[np.float32]] = []
-    for start in range(0, len(item_ids), ITEM_CHUNK):
-        # Binary results: as text, the packed column arrives hex-encoded and decoding it took
-        # half of the read (14k vectors: 0.75 -> 0.37 s).
-        row = conn.execute(sqlfiles.read("queries/user_vector_items.sql"),
-                           {"model_id": model_id,
-                            "items": item_ids[start:start + ITEM_CHUNK].tolist()},
-                           binary=True).fetchone()
-        if row is None or not row[0]:
-            continue
-        ids.append(np.frombuffer(row[1], dtype=">i8").astype(np.int64))
-        dims = int(np.frombuffer(row[2], dtype=">i2", count=1)[0])
-        packed = np.frombuffer(row[2], dtype=[("dims", ">i2"), ("unused", ">i2"),
-                                              ("values", ">f4", (dims,))])
-        vectors.append(packed["values"].astype(np.float32))
-    if not ids:
-        return np.zeros(0, dtype=np.int64), np.zeros((0, 0), dtype=np.float32)
-    order = np.argsort(np.concatenate(ids), kind="stable")  # chunks of unsorted input
-    return np.concatenate(ids)[order], np.concatenate(vectors)[order]
 
 
 def write_user_vectors(conn: psycopg.Connection[Any], user_ids: Sequence[int], model_id: int,

@@ -109,6 +109,29 @@ def test_score_lists_by_hand() -> None:
     assert score.popular_share == pytest.approx(2 / 6)
 
 
+@pytest.mark.parametrize("columns, k", [(3000, 5), (3000, 40), (200, 7), (129, 1)])
+def test_top_k_unseen_equals_a_full_sort(columns: int, k: int) -> None:
+    """The block-maximum bound keeps exactly the k best unseen scores: with ties, a row of
+    equal scores, and a row whose unseen scores are fewer than k."""
+    rng = np.random.default_rng(columns + k)
+    scores = np.round(rng.normal(size=(30, columns)), 1).astype(np.float32)
+    scores[3] = 0.0
+    seen = sp.random(30, columns, density=0.05, format="csr", random_state=k)
+    mostly_seen = sp.lil_matrix(seen)
+    mostly_seen[7, : columns - 2] = 1.0
+    seen = sp.csr_matrix(mostly_seen)
+    top = baselines.top_k_unseen(scores, seen, k)
+    masked = np.where(seen.toarray() != 0, -np.inf, scores)
+    expected = -np.sort(-masked, axis=1)[:, :k]
+    got = np.where(top >= 0, np.take_along_axis(masked, np.maximum(top, 0), axis=1), -np.inf)
+    assert np.array_equal(got, expected)
+    assert (top[7] >= 0).sum() == min(2, k) and len({tuple(r) for r in top[:, :1]}) > 1
+    for row in range(30):  # never a seen column, never one twice
+        listed = top[row][top[row] >= 0]
+        assert len(set(listed.tolist())) == len(listed)
+        assert not set(listed.tolist()) & set(seen[row].indices.tolist())
+
+
 def test_bad_input_is_rejected() -> None:
     with pytest.raises(InvalidInputError):
         baselines.popularity(np.ones((2, 2)), 1)  # type: ignore[arg-type]

@@ -321,8 +321,8 @@ def test_validation_popularity_lists_unseen_items_by_popularity_then_id() -> Non
     fit, valid = validation_split(events, 2)
     holdout = Holdout.build(fit, valid)
     assert 9999 in holdout.catalog
-    k = len(holdout.catalog)  # long enough to run past every user's unseen popular items
-    for half_life in (None, 3000.0):
+    # short lists, and lists long enough to run past every user's unseen popular items
+    for half_life, k in ((None, 3), (None, len(holdout.catalog)), (3000.0, len(holdout.catalog))):
         top = holdout.popular_top(half_life, k)
         pop = holdout.popularity(half_life)
         for row in range(len(holdout.users)):
@@ -330,8 +330,8 @@ def test_validation_popularity_lists_unseen_items_by_popularity_then_id() -> Non
             ranked = sorted((c for c in range(len(holdout.catalog))
                              if pop[c] > 0 and c not in seen),
                             key=lambda c: (-pop[c], holdout.catalog[c]))
-            assert top[row].tolist() == ranked + [-1] * (k - len(ranked))
-        assert (top == -1).any()  # the padding is exercised
+            assert top[row].tolist() == (ranked + [-1] * k)[:k]
+    assert (top == -1).any()  # the padding is exercised
 
 
 def test_bad_input_raises_clear_errors(model: BehaviorModel) -> None:

@@ -11,7 +11,7 @@ from users_data import DIM, add_events, add_items, add_model, add_user
 
 from pyembed_db.db import connect
 from pyembed_db.errors import InvalidInputError
-from pyembed_db.evaluate import _reads_behavior_vectors, evaluate
+from pyembed_db.evaluate import _reads_behavior_vectors, _text_kinds_read, evaluate
 from pyembed_db.metrics import ndcg_at_k, recall_at_k
 from pyembed_db.training import TrainResult
 
@@ -151,3 +151,24 @@ def test_the_behavior_index_is_built_only_for_a_method_reading_behavior_vectors(
         methods: tuple[str, ...], chosen: str, expected: bool) -> None:
     trained = TrainResult(1, "behavior:1", "ials", 8, 10, 0, 5, 50, {"method": chosen}, {})
     assert _reads_behavior_vectors(methods, trained) is expected
+
+
+LONG_SHORT = ("long_term", "short_term")
+EVERY_KIND = ("long_term", "short_term", "interest")
+
+
+@pytest.mark.parametrize("methods, fusion, expected", [
+    (("popularity", "default"), {"method": "popular"}, ()),
+    (("popularity", "default"), {"method": "behavior", "text": 0.0}, ()),
+    (("popularity", "default"), {"method": "behavior", "text": 0.1}, LONG_SHORT),
+    (("popularity", "default"), None, EVERY_KIND),  # no behavior model: the text method
+    (("popularity", "single-vector"), {"method": "popular"}, LONG_SHORT),
+    (("multi-interest",), {"method": "behavior"}, EVERY_KIND),
+    (("behavior",), {"method": "text"}, ()),
+])
+def test_text_user_vectors_are_computed_only_for_a_method_reading_them(
+        methods: tuple[str, ...], fusion: dict[str, Any] | None,
+        expected: tuple[str, ...]) -> None:
+    trained = (None if fusion is None else
+               TrainResult(1, "behavior:1", "ials", 8, 10, 0, 5, 50, fusion, {}))
+    assert _text_kinds_read(methods, trained) == expected

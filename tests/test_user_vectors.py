@@ -10,7 +10,7 @@ import psycopg
 import pytest
 from users_data import DIM, add_events, add_items, add_model, add_user
 
-from pyembed_db import user_vectors
+from pyembed_db import item_vectors
 from pyembed_db.db import connect
 from pyembed_db.training import read_events
 from pyembed_db.user_vectors import ItemWeights, write_user_vectors
@@ -118,14 +118,17 @@ def test_rejects_unknown_kinds(conn: psycopg.Connection[Any], world: dict[str, A
         write_user_vectors(conn, world["users"], world["model_id"], kinds=["long_term", "mood"])
 
 
-def test_item_vectors_are_read_in_chunks_under_the_value_limit(
-        conn: psycopg.Connection[Any], world: dict[str, Any],
-        monkeypatch: pytest.MonkeyPatch) -> None:
-    # One packed value holds at most 1 GB: a batch touching a million 384-d items took 1.6 GB.
-    items = np.array([r[0] for r in conn.execute(
-        "select item_id from pyembed.items order by item_id")], dtype=np.int64)
-    whole_ids, whole = user_vectors.read_item_vectors(conn, world["model_id"], items)
-    monkeypatch.setattr(user_vectors, "ITEM_CHUNK", 3)
-    ids, chunked = user_vectors.read_item_vectors(conn, world["model_id"], items)
-    assert len(whole_ids) == 20 and ids.tolist() == whole_ids.tolist()
-    assert np.array_equal(chunked, whole) and chunked.shape == (20, DIM)
+def test_item_vectors_read_by_copy_are_the_stored_rows(conn: psycopg.Connection[Any],
+                                                       world: dict[str, Any]) -> None:
+    rows = conn.execute("select item_id, embedding from pyembed.item_embeddings "
+                        "where model_id = %s order by item_id", (world["model_id"],)).fetchall()
+    stored = np.stack([r[1].to_numpy() for r in rows])
+    ids, vectors = item_vectors.read_item_vectors(conn, world["model_id"])
+    assert ids.tolist() == [r[0] for r in rows] and np.array_equal(vectors, stored)
+    # a subset in any order, with an unknown id: sorted, the unknown one left out
+    wanted = np.array([rows[5][0], 10**12, rows[2][0], rows[2][0]], dtype=np.int64)
+    some_ids, some = item_vectors.read_item_vectors(conn, world["model_id"], wanted)
+    assert some_ids.tolist() == [rows[2][0], rows[5][0]]
+    assert np.array_equal(some, stored[[2, 5]]) and some.shape == (2, DIM)
+    none_ids, none = item_vectors.read_item_vectors(conn, world["model_id"] + 1000)
+    assert len(none_ids) == 0 and none.shape == (0, 0)

@@ -18,11 +18,11 @@ import numpy as np
 from ..errors import InvalidInputError
 
 
-def _with_bias(text_vectors: np.ndarray) -> np.ndarray:
+def _matrix(text_vectors: np.ndarray) -> np.ndarray:
     t = np.asarray(text_vectors, dtype=np.float64)
     if t.ndim != 2:
         raise InvalidInputError("text vectors must be a 2-D array (items, dimension)")
-    return np.hstack([t, np.ones((len(t), 1))])
+    return t
 
 
 def fit_text_map(text_vectors: np.ndarray, behavior_vectors: np.ndarray, *, ridge: float,
@@ -39,7 +39,7 @@ def fit_text_map(text_vectors: np.ndarray, behavior_vectors: np.ndarray, *, ridg
         >>> map_text(np.array([[1.0, 0.0]]), w).round(3).tolist()
         [[2.0]]
     """
-    t = _with_bias(text_vectors)
+    t = _matrix(text_vectors)
     b = np.asarray(behavior_vectors, dtype=np.float64)
     if b.ndim != 2 or len(b) != len(t):
         raise InvalidInputError("behavior vectors must be (items, d) with one row per text row")
@@ -48,10 +48,14 @@ def fit_text_map(text_vectors: np.ndarray, behavior_vectors: np.ndarray, *, ridg
     w = np.ones(len(t)) if sample_weights is None else np.asarray(sample_weights, np.float64)
     if w.shape != (len(t),) or (w < 0).any():
         raise InvalidInputError("sample_weights must be one non-negative weight per item")
-    penalty = np.full(t.shape[1], float(ridge))
-    penalty[-1] = 0.0
-    gram = (t * w[:, None]).T @ t + np.diag(penalty)
-    return np.asarray(np.linalg.solve(gram, (t * w[:, None]).T @ b), dtype=np.float32)
+    # The normal equations of [t, 1] by blocks: a copy of t with a ones column cost 0.8 s for
+    # 68k warm items, as much as the products.
+    weighted = t * w[:, None]
+    column = weighted.sum(axis=0)
+    gram = np.block([[weighted.T @ t + ridge * np.eye(t.shape[1]), column[:, None]],
+                     [column[None, :], np.array([[w.sum()]])]])
+    rhs = np.vstack([weighted.T @ b, w @ b])
+    return np.asarray(np.linalg.solve(gram, rhs), dtype=np.float32)
 
 
 def map_text(text_vectors: np.ndarray, text_map: np.ndarray) -> np.ndarray:
@@ -61,11 +65,11 @@ def map_text(text_vectors: np.ndarray, text_map: np.ndarray) -> np.ndarray:
 
         vectors = map_text(new_item_text_vectors, text_map)   # store beside the trained ones
     """
-    t = _with_bias(text_vectors)
-    if text_map.ndim != 2 or text_map.shape[0] != t.shape[1]:
+    t = _matrix(text_vectors)
+    if text_map.ndim != 2 or text_map.shape[0] != t.shape[1] + 1:
         raise InvalidInputError(
-            f"text map expects {text_map.shape[0] - 1}-d text vectors, got {t.shape[1] - 1}")
-    return np.asarray(t @ text_map, dtype=np.float32)
+            f"text map expects {text_map.shape[0] - 1}-d text vectors, got {t.shape[1]}")
+    return np.asarray(t @ text_map[:-1] + text_map[-1], dtype=np.float32)
 
 
 def cold_norm(norms: np.ndarray, counts: np.ndarray, quantile: float = 0.1) -> float:

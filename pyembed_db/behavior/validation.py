@@ -118,9 +118,12 @@ class Holdout:
             items[extra] = extra_vectors
             has_vector[extra] = True
 
+        without_vector = np.flatnonzero(~has_vector)
+
         def pool_of(chunk: slice) -> Pool:
-            return self.pool_from_scores(np.where(has_vector, rows[chunk] @ items.T, -np.inf),
-                                         depth, chunk)
+            scores = rows[chunk] @ items.T
+            scores[:, without_vector] = -np.inf
+            return self.pool_from_scores(scores, depth, chunk)
 
         pools = map_blocks(pool_of, self._chunks())
         return Pool(np.vstack([p.cols for p in pools]), np.vstack([p.scores for p in pools]))
@@ -189,19 +192,23 @@ class Holdout:
         pop = self.popularity(half_life_seconds)
         ranked = np.lexsort((self.catalog, -pop))
         ranked = ranked[pop[ranked] > 0]
-        # a user's k unseen columns are among the first k + (their seen count) of the ranking
-        depth = min(len(ranked), k + int(np.diff(self.seen.indptr).max(initial=0)))
-        top = np.full((len(self.users), k), -1, dtype=np.int64)
-        if depth == 0:
-            return top
-        ranked = ranked[:depth]
-        seen = self.seen[:, ranked].tocsr()
-        rank_scores = -np.arange(depth, dtype=np.float32)
-        for chunk in row_blocks(len(self.users), depth):
-            cols = top_k_unseen(np.broadcast_to(rank_scores, (chunk.stop - chunk.start, depth)),
-                                seen[chunk], k)
-            top[chunk] = np.where(cols >= 0, ranked[np.maximum(cols, 0)], -1)
-        return top
+        if not len(ranked):
+            return np.full((len(self.users), k), -1, dtype=np.int64)
+        # The j-th unseen position of a ranking is j plus the number of seen positions p_i
+        # (the user's i-th, sorted, from 0) with p_i - i <= j: no users x ranking matrix.
+        position = np.full(len(self.catalog), -1, dtype=np.int64)
+        position[ranked] = np.arange(len(ranked))
+        rows = np.repeat(np.arange(len(self.users)), np.diff(self.seen.indptr))
+        seen_at = position[self.seen.indices]
+        rows, seen_at = rows[seen_at >= 0], seen_at[seen_at >= 0]
+        order = np.lexsort((seen_at, rows))
+        rows, seen_at = rows[order], seen_at[order]
+        starts = np.searchsorted(rows, np.arange(len(self.users)))
+        before = seen_at - (np.arange(len(rows)) - starts[rows])
+        counts = np.zeros((len(self.users), k + 1), dtype=np.int64)
+        np.add.at(counts, (rows, np.minimum(before, k)), 1)
+        at = np.arange(k) + np.cumsum(counts, axis=1)[:, :k]
+        return np.where(at < len(ranked), ranked[np.minimum(at, len(ranked) - 1)], -1)
 
     def score(self, top: np.ndarray, k: int, *,
               only: dict[int, set[int]] | None = None) -> ListScore:
