@@ -16,13 +16,14 @@ import numpy.typing as npt
 import psycopg
 
 from . import sqlfiles
+from .errors import ModelError
 
 Ids = npt.NDArray[np.int64]
 Vectors = npt.NDArray[np.float32]
 
-# binary COPY: signature, flags, header extension length; each row then starts with its
-# field count, each field with its length; the stream ends with a field count of -1
-_HEADER = len(b"PGCOPY\n\xff\r\n\0") + 4 + 4
+# binary COPY: signature, flags, then the length of a header extension (none today); each row
+# then starts with its field count, each field with its length; the stream ends with -1
+_SIGNATURE = len(b"PGCOPY\n\xff\r\n\0") + 4
 _TRAILER = 2
 
 
@@ -42,12 +43,15 @@ def read_item_vectors(conn: psycopg.Connection[Any], model_id: int,
         data = bytearray()
         for block in copy:
             data += block
-    if len(data) <= _HEADER + _TRAILER:
+    header = _SIGNATURE + 4 + int.from_bytes(data[_SIGNATURE:_SIGNATURE + 4], "big")
+    if len(data) <= header + _TRAILER:
         return np.zeros(0, dtype=np.int64), np.zeros((0, 0), dtype=np.float32)
-    dims = int(np.frombuffer(data, dtype=">i2", count=1, offset=_HEADER + 2 + 4 + 8 + 4)[0])
+    dims = int(np.frombuffer(data, dtype=">i2", count=1, offset=header + 2 + 4 + 8 + 4)[0])
     row = np.dtype([("fields", ">i2"), ("id_length", ">i4"), ("id", ">i8"),
                     ("vector_length", ">i4"), ("dims", ">i2"), ("unused", ">i2"),
                     ("values", ">f4", (dims,))])
-    rows = np.frombuffer(data, dtype=row, offset=_HEADER,
-                         count=(len(data) - _HEADER - _TRAILER) // row.itemsize)
+    body = len(data) - header - _TRAILER
+    rows = np.frombuffer(data, dtype=row, offset=header, count=body // row.itemsize)
+    if body % row.itemsize or not (rows["dims"] == dims).all() or not (rows["fields"] == 2).all():
+        raise ModelError(f"model {model_id} holds item vectors of more than one dimension")
     return rows["id"].astype(np.int64), rows["values"].astype(np.float32)

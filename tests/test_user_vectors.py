@@ -12,6 +12,7 @@ from users_data import DIM, add_events, add_items, add_model, add_user
 
 from pyembed_db import item_vectors
 from pyembed_db.db import connect
+from pyembed_db.errors import ModelError
 from pyembed_db.training import read_events
 from pyembed_db.user_vectors import ItemWeights, write_user_vectors
 
@@ -132,3 +133,15 @@ def test_item_vectors_read_by_copy_are_the_stored_rows(conn: psycopg.Connection[
     assert np.array_equal(some, stored[[2, 5]]) and some.shape == (2, DIM)
     none_ids, none = item_vectors.read_item_vectors(conn, world["model_id"] + 1000)
     assert len(none_ids) == 0 and none.shape == (0, 0)
+
+
+def test_item_vectors_of_mixed_dimensions_are_refused(conn: psycopg.Connection[Any],
+                                                       world: dict[str, Any]) -> None:
+    # Nothing in the table ties a vector's dimension to its model's: a row of another length
+    # must not be read as a shifted slice of its neighbours.
+    conn.execute("update pyembed.item_embeddings set embedding = '[1,2,3]' where model_id = %s "
+                 "and item_id = (select min(item_id) from pyembed.item_embeddings "
+                 "where model_id = %s)", (world["model_id"], world["model_id"]))
+    with pytest.raises(ModelError, match="more than one dimension"):
+        item_vectors.read_item_vectors(conn, world["model_id"])
+    conn.rollback()
