@@ -131,13 +131,18 @@ def _text_kinds_read(methods: Sequence[str], trained: TrainResult | None) -> tup
     those). The default method reads them when it is ``text`` (no behavior model), or
     ``behavior`` fused with text similarity; ``popular`` reads none: on a catalog where
     popularity wins, they were 14 s of a 1M-event evaluation for nothing."""
-    fusion = trained.fusion if trained is not None else {}
-    default = fusion.get("method", "text") if "default" in methods else None
+    default = _default_method(trained) if "default" in methods else None
     interests = bool(INTEREST_METHODS & set(methods)) or default == "text"
     if interests or TEXT_METHODS & set(methods) or (
-            default == "behavior" and fusion.get("text", 0) > 0):
+            default == "behavior" and trained is not None and trained.fusion.get("text", 0) > 0):
         return kinds_with(interests)
     return ()
+
+
+def _default_method(trained: TrainResult | None) -> str:
+    """What ``pyembed.recommend`` serves with no method: the one validation chose, or
+    ``text`` without a behavior model."""
+    return str(trained.fusion.get("method", "text")) if trained is not None else "text"
 
 
 def _selected(methods: Sequence[str] | str) -> list[str]:
@@ -376,7 +381,7 @@ def _reads_behavior_vectors(methods: Sequence[str], trained: TrainResult) -> boo
     is built only then: the transaction is rolled back, and building it for 100k items takes
     minutes."""
     return "behavior" in methods or ("default" in methods
-                                      and trained.fusion.get("method") == "behavior")
+                                      and _default_method(trained) == "behavior")
 
 
 def _score(name: str, exclude_seen: bool, lists: dict[int, list[int]],
