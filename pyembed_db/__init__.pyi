@@ -42,13 +42,20 @@ from .search import (
 )
 from .server import database_url
 from .status import DatabaseStatus, database_status
-from .training import TrainResult, train_behavior
+from .training import (
+    BehaviorChoice,
+    TrainResult,
+    train_behavior,
+    train_chosen,
+    validate_behavior,
+)
 from .users import refresh_user, refresh_users
 
 __version__: str
 
 __all__ = [
     "MigrationError",
+    "BehaviorChoice",
     "ConfigurationError",
     "ConnectionLost",
     "DatabaseStatus",
@@ -95,5 +102,7 @@ __all__ = [
     "search_text",
     "set_model_status",
     "train_behavior",
+    "train_chosen",
     "user_history",
+    "validate_behavior",
 ]

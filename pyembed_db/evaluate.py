@@ -16,9 +16,10 @@ ratings: rating >= 4). Users with no relevant held-out item are not scored.
 - popular share: share of the recommended slots holding one of the 100 most popular training
   items
 
-Every pyembed method is served by ``pyembed.recommend`` from Postgres (a behavior model is
-trained on the training events inside the same rolled-back transaction, its parameters chosen
-on a validation split carved from those training events). The baselines (popularity counts,
+Every pyembed method is served by ``pyembed.recommend`` from Postgres. A behavior model's
+parameters and method are chosen on a validation split carved from the training events; the
+model is trained on them inside the same rolled-back transaction when a scored method reads its
+vectors, and the default pass names the chosen method. The baselines (popularity counts,
 item-kNN, EASE, ALS from ``implicit``) are computed in numpy from the same training events and
 scored by the same scorer (:mod:`pyembed_db.baselines`).
 """
@@ -47,7 +48,15 @@ from .arguments import check_k
 from .behavior import Events
 from .errors import InvalidInputError, ModelError
 from .metrics import score
-from .training import VALIDATION_HOLDOUT, TrainResult, read_events, train_behavior
+from .training import (
+    VALIDATION_HOLDOUT,
+    BehaviorChoice,
+    TrainResult,
+    read_events,
+    refresh_chosen_popularity,
+    train_chosen,
+    validate_behavior,
+)
 from .user_vectors import kinds_with, write_user_vectors
 
 log = logging.getLogger(__name__)
@@ -126,23 +135,23 @@ def _text_user_vectors(conn: psycopg.Connection[Any], users: list[int], model_id
             bar.update(len(batch))
 
 
-def _text_kinds_read(methods: Sequence[str], trained: TrainResult | None) -> tuple[str, ...]:
+def _text_kinds_read(methods: Sequence[str], fusion: dict[str, Any] | None) -> tuple[str, ...]:
     """The kinds of text user vectors the scored methods read (interests only when one reads
     those). The default method reads them when it is ``text`` (no behavior model), or
     ``behavior`` fused with text similarity; ``popular`` reads none: on a catalog where
     popularity wins, they were 14 s of a 1M-event evaluation for nothing."""
-    default = _default_method(trained) if "default" in methods else None
+    default = _default_method(fusion) if "default" in methods else None
     interests = bool(INTEREST_METHODS & set(methods)) or default == "text"
     if interests or TEXT_METHODS & set(methods) or (
-            default == "behavior" and trained is not None and trained.fusion.get("text", 0) > 0):
+            default == "behavior" and fusion is not None and fusion.get("text", 0) > 0):
         return kinds_with(interests)
     return ()
 
 
-def _default_method(trained: TrainResult | None) -> str:
-    """What ``pyembed.recommend`` serves with no method: the one validation chose, or
-    ``text`` without a behavior model."""
-    return str(trained.fusion.get("method", "text")) if trained is not None else "text"
+def _default_method(fusion: dict[str, Any] | None) -> str:
+    """What ``pyembed.recommend`` serves with no method once a behavior model with ``fusion``
+    is active: the method validation chose, or ``text`` without a behavior model."""
+    return str(fusion.get("method", "text")) if fusion is not None else "text"
 
 
 def _selected(methods: Sequence[str] | str) -> list[str]:
@@ -197,14 +206,15 @@ def _method_lists(conn: psycopg.Connection[Any], name: str, method: str | None, 
 
 
 def _recommend_p50_ms(conn: psycopg.Connection[Any], users: list[int], k: int,
-                      model_id: int) -> float:
-    """Median time of one ``pyembed.recommend`` call (default method) from this client."""
+                      model_id: int, method: str) -> float:
+    """Median time of one ``pyembed.recommend`` call (the default ``method``) from this
+    client."""
     timings = []
     for user_id in users[:TIMED_USERS]:
         started = time.perf_counter()
         conn.execute(sqlfiles.read("queries/evaluate_recommend.sql"),
                      {"users": [user_id], "k": k, "exclude_seen": True, "model_id": model_id,
-                      "vectors": "auto", "popularity": None, "method": None}).fetchall()
+                      "vectors": "auto", "popularity": None, "method": method}).fetchall()
         timings.append(time.perf_counter() - started)
     return 1000 * statistics.median(timings) if timings else 0.0
 
@@ -319,15 +329,16 @@ def evaluate(conn: psycopg.Connection[Any], *, holdout: int | None = 10,
         # change it (the other thread's limits are silently ignored).
         with threadpool_limits(1, "blas"), ThreadPoolExecutor(max_workers=1) as background:
             baselines_done = background.submit(_baseline_lists, training, users, k, progress)
-            trained = _train(conn, holdout or VALIDATION_HOLDOUT, (training, watermark))
-            if trained is not None and _reads_behavior_vectors(chosen, trained):
-                conn.execute(sqlfiles.read("queries/model_activate.sql"),
-                             {"model_id": trained.model_id, "force": True, "build_index": True})
-            _text_user_vectors(conn, everyone, model_id, _text_kinds_read(chosen, trained),
+            choice, trained = _train(conn, holdout or VALIDATION_HOLDOUT, training, watermark,
+                                     chosen)
+            fusion = choice.fusion if choice is not None else None
+            default = _default_method(fusion)
+            _text_user_vectors(conn, everyone, model_id, _text_kinds_read(chosen, fusion),
                                training, progress)
             for name, method, vectors, blend in METHODS:
                 if name not in chosen or (method == "behavior" and trained is None):
                     continue
+                method = default if name == "default" else method
                 for exclude_seen in exclusion:
                     lists = _method_lists(conn, name, method, vectors, blend, users, k,
                                           exclude_seen, model_id, progress, training)
@@ -342,7 +353,7 @@ def evaluate(conn: psycopg.Connection[Any], *, holdout: int | None = 10,
                                   "numpy"))
             cold_results.append(_score(name, True, lists, cold, k, catalog_size, popular,
                                        "numpy"))
-        p50 = _recommend_p50_ms(conn, users, k, model_id)
+        p50 = _recommend_p50_ms(conn, users, k, model_id, default)
     finally:
         conn.rollback()
     return {
@@ -351,10 +362,14 @@ def evaluate(conn: psycopg.Connection[Any], *, holdout: int | None = 10,
                   "users_with_relevant_items": scored_of},
         "k": k,
         "model_id": model_id,
-        "behavior": trained and {
-            "method": trained.method, "dimensions": trained.dimensions,
-            "fusion": trained.fusion, "params": trained.params,
-            "validation": trained.validation.get("chosen"), "train_seconds": trained.seconds},
+        "behavior": choice and {
+            "method": choice.params.method, "fusion": choice.fusion,
+            "validation": choice.report.get("chosen"),
+            "validation_seconds": round(choice.seconds, 3),
+            # trained and stored only when a scored method reads its vectors
+            "params": trained.params if trained else asdict(choice.params),
+            "dimensions": trained.dimensions if trained else None,
+            "train_seconds": trained.seconds if trained else None},
         "recommend_p50_ms": p50,
         "results": results,
         "skipped_baselines": skipped,
@@ -362,26 +377,35 @@ def evaluate(conn: psycopg.Connection[Any], *, holdout: int | None = 10,
     }
 
 
-def _train(conn: psycopg.Connection[Any], holdout: int,
-           events: tuple[Events, int]) -> TrainResult | None:
-    """A behavior model trained on the training events (in the evaluation's transaction) and
-    active without its HNSW index, or None when there are too few events to train one."""
+def _train(conn: psycopg.Connection[Any], holdout: int, training: Events, watermark: int,
+           methods: Sequence[str]) -> tuple[BehaviorChoice | None, TrainResult | None]:
+    """The behavior model validation chooses on the training events, and that model trained,
+    stored and active with its HNSW index (in the evaluation's transaction) when a scored
+    method reads its vectors; (None, None) when there are too few events to train one.
+
+    Without a method reading them, the model is not trained: its vectors, cold items and
+    users' fold-in were 17 s of a 1M-event evaluation whose default was popularity. The
+    popularity cache then follows the chosen half-life as activating the model would make it.
+    """
     with conn.transaction():  # a savepoint: a refused training leaves the split intact
         try:
-            return train_behavior(conn, commit=False, holdout=holdout, read=events,
-                                  build_index=False)
+            choice = validate_behavior(conn, training, holdout=holdout)
+            if not _reads_behavior_vectors(methods, choice.fusion):
+                refresh_chosen_popularity(conn, choice.fusion)
+                return choice, None
+            return choice, train_chosen(conn, choice, training, watermark, commit=False)
         except InvalidInputError as exc:
             log.info("no behavior model evaluated: %s", exc)
-            return None
+            return None, None
 
 
-def _reads_behavior_vectors(methods: Sequence[str], trained: TrainResult) -> bool:
-    """Whether a scored method serves from the behavior model's vectors, and so needs its HNSW
-    index: ``behavior``, or ``default`` when validation chose the behavior ranking. The index
-    is built only then: the transaction is rolled back, and building it for 100k items takes
-    minutes."""
+def _reads_behavior_vectors(methods: Sequence[str], fusion: dict[str, Any]) -> bool:
+    """Whether a scored method serves from the behavior model's vectors: ``behavior``, or
+    ``default`` when validation chose the behavior ranking. The model is trained, stored and
+    indexed only then: the transaction is rolled back, and building the index for 100k items
+    takes minutes."""
     return "behavior" in methods or ("default" in methods
-                                      and _default_method(trained) == "behavior")
+                                      and _default_method(fusion) == "behavior")
 
 
 def _score(name: str, exclude_seen: bool, lists: dict[int, list[int]],

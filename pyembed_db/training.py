@@ -191,29 +191,31 @@ def _cold_vectors(conn: psycopg.Connection[Any], model: BehaviorModel, text: _Te
             {int(i): bytes(h) for i, h in hashes.items()})
 
 
-def train_behavior(conn: psycopg.Connection[Any], *, full: bool = False,
-                   holdout: int = VALIDATION_HOLDOUT, activate: bool = True,
-                   name: str = "behavior", commit: bool = True, build_index: bool = True,
-                   read: tuple[Events, int] | None = None) -> TrainResult:
-    """Train a new behavior model from every event, store it, and (by default) activate it.
+@dataclass(frozen=True)
+class BehaviorChoice:
+    """What validation chose for a behavior model on some events (:func:`validate_behavior`):
+    the parameters, the fusion ``pyembed.recommend`` reads, the validation report, and the
+    text item vectors it used (the cold items' text map reads them too)."""
 
-    The fold-in recency and the fusion weights (text similarity, popularity and its half-life)
-    are chosen on a validation split of the events (:func:`choose`; ``full`` also searches the
-    training parameters, minutes instead of seconds); then the model trains on all events.
-    Items with no positive event but a text vector get one through a text -> behavior map
-    learned on the trained items. Commits (unless ``commit`` is false: the offline evaluation
-    trains inside a transaction it rolls back); the previous behavior model stays for
-    switching back, older ones are deleted. ``build_index=False`` activates the model without
-    its HNSW index (``pyembed.activate_model``'s ``build_index``). ``read``: the events as
-    :func:`read_events` returned them in this transaction (default: read them).
+    params: BehaviorParams
+    fusion: dict[str, Any]
+    report: dict[str, Any]
+    text: _TextVectors
+    seconds: float
+
+
+def validate_behavior(conn: psycopg.Connection[Any], events: Events, *,
+                      holdout: int = VALIDATION_HOLDOUT, full: bool = False) -> BehaviorChoice:
+    """Choose a behavior model's parameters and fusion on a validation split of ``events``
+    (:func:`choose`), with the active text model's item vectors and the popularity half-life
+    the operator set. Writes nothing.
 
     Example::
 
-        result = train_behavior(conn)
-        print(result.label, result.fusion, result.validation["chosen"])
+        choice = validate_behavior(conn, read_events(conn)[0])
+        print(choice.fusion["method"])
     """
     started = time.perf_counter()
-    events, watermark = read or read_events(conn)
     if len(events) < MIN_EVENTS:
         raise InvalidInputError(f"{len(events)} events: train needs at least {MIN_EVENTS}")
     text = _TextVectors.read(conn)
@@ -222,6 +224,59 @@ def train_behavior(conn: psycopg.Connection[Any], *, full: bool = False,
         text_items=text.items if len(text.items) else None,
         text_vectors=text.vectors if len(text.items) else None,
         popularity_half_lives=_popularity_half_lives(conn))
+    return BehaviorChoice(params, fusion, report, text, time.perf_counter() - started)
+
+
+def refresh_chosen_popularity(conn: psycopg.Connection[Any], fusion: dict[str, Any]) -> None:
+    """Bring the popularity cache to the half-life ``fusion`` chose, when its ranking reads
+    popularity (in the caller's transaction). A cache already at that half-life and the newest
+    event is kept: the evaluation computed it from its training events a moment before."""
+    if fusion["popularity"] or fusion["method"] == "popular":
+        conn.execute(sqlfiles.read("queries/behavior_popularity_refresh.sql"),
+                     {"seconds": fusion.get("popularity_half_life_seconds")})
+
+
+def train_behavior(conn: psycopg.Connection[Any], *, full: bool = False,
+                   holdout: int = VALIDATION_HOLDOUT, activate: bool = True,
+                   name: str = "behavior") -> TrainResult:
+    """Train a new behavior model from every event, store it, commit, and (by default)
+    activate it.
+
+    The fold-in recency and the fusion weights (text similarity, popularity and its half-life)
+    are chosen on a validation split of the events (:func:`validate_behavior`; ``full`` also
+    searches the training parameters, minutes instead of seconds); then the model trains on
+    all events (:func:`train_chosen`). The previous behavior model stays for switching back,
+    older ones are deleted.
+
+    Example::
+
+        result = train_behavior(conn)
+        print(result.label, result.fusion, result.validation["chosen"])
+    """
+    events, watermark = read_events(conn)
+    choice = validate_behavior(conn, events, holdout=holdout, full=full)
+    return train_chosen(conn, choice, events, watermark, activate=activate, name=name)
+
+
+def train_chosen(conn: psycopg.Connection[Any], choice: BehaviorChoice, events: Events,
+                 watermark: int, *, activate: bool = True, name: str = "behavior",
+                 commit: bool = True, build_index: bool = True) -> TrainResult:
+    """Train the model ``choice`` describes on ``events`` (newest event id ``watermark``),
+    store it, and (by default) activate it.
+
+    Items with no positive event but a text vector get one through a text -> behavior map
+    learned on the trained items. Commits unless ``commit`` is false (the offline evaluation
+    trains inside a transaction it rolls back). ``build_index=False`` activates the model
+    without its HNSW index (``pyembed.activate_model``'s ``build_index``). The result's
+    seconds include the validation's.
+
+    Example::
+
+        events, watermark = read_events(conn)
+        result = train_chosen(conn, validate_behavior(conn, events), events, watermark)
+    """
+    started = time.perf_counter()
+    params, fusion, report, text = choice.params, choice.fusion, choice.report, choice.text
     model = train_events(events, params)
     cold, cold_hashes = _cold_vectors(conn, model, text, events)
     item_vectors = {int(i): model.item_vectors[j] for j, i in enumerate(model.items)}
@@ -250,10 +305,7 @@ def train_behavior(conn: psycopg.Connection[Any], *, full: bool = False,
             conn.execute(sqlfiles.read("queries/behavior_queue_since.sql"),
                          {"watermark": watermark})
             conn.execute(sqlfiles.read("queries/behavior_retire.sql"))
-            if fusion["popularity"] or fusion["method"] == "popular":
-                # the popularity cache follows the chosen half-life
-                conn.execute(sqlfiles.read("queries/user_refresh_popularity.sql"),
-                             {"min_interval": None, "force": True})
+            refresh_chosen_popularity(conn, fusion)
         calibrated = conn.execute(sqlfiles.read("queries/behavior_ef_search.sql"),
                                   {"model_id": model_id}).fetchone()
         if commit:
@@ -261,7 +313,7 @@ def train_behavior(conn: psycopg.Connection[Any], *, full: bool = False,
     except psycopg.Error as exc:
         conn.rollback()
         raise translate(exc) from exc
-    seconds = time.perf_counter() - started
+    seconds = choice.seconds + time.perf_counter() - started
     log.info("behavior model %s:%s (%s, d=%d): %d trained + %d cold items, %d users, "
              "ef_search %s, %.1f s", name, version, model.params.method, model.dimension,
              len(model.items), len(cold), len(users.users),

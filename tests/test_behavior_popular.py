@@ -10,7 +10,9 @@ import numpy as np
 import pytest
 from users_data import DIM, add_events, add_items, add_model, add_user
 
+from pyembed_db.cli.main import main
 from pyembed_db.db import connect
+from pyembed_db.evaluate import evaluate
 from pyembed_db.training import train_behavior
 
 T0 = datetime(2024, 1, 1, tzinfo=timezone.utc)
@@ -63,3 +65,31 @@ def test_validation_makes_popularity_the_default_and_sql_serves_it(
                 "select source from pyembed.recommend(%s, 5, method => 'behavior')",
                 (user,)).fetchall()
             assert {r[0] for r in behavior} == {"behavior"}
+
+
+def test_evaluate_serves_a_popularity_choice_without_training_its_model(
+        db_url: str, popular: dict[str, Any], capsys: pytest.CaptureFixture[str]) -> None:
+    """With popularity chosen and no scored method reading behavior vectors, the evaluation
+    does not train the model; its default scores what the stored model would have served."""
+    count = "select count(*) from pyembed.embedding_models where kind = 'behavior'"
+    with connect(db_url) as conn:
+        models = conn.execute(count).fetchone()
+        untrained = evaluate(conn, holdout=3, k=5)
+        trained = evaluate(conn, holdout=3, k=5, methods=("popularity", "default", "behavior"))
+        assert conn.execute(count).fetchone() == models
+    assert untrained["behavior"]["fusion"]["method"] == "popular"
+    assert untrained["behavior"]["fusion"] == trained["behavior"]["fusion"]
+    assert untrained["behavior"]["train_seconds"] is None
+    assert untrained["behavior"]["dimensions"] is None
+    assert trained["behavior"]["train_seconds"] > 0 and trained["behavior"]["dimensions"] > 0
+
+    def scores(report: dict[str, Any], method: str) -> tuple[float, float, float]:
+        row, = (r for r in report["results"] if r["method"] == method)
+        return row["recall"], row["ndcg"], row["coverage"]
+
+    assert scores(untrained, "default") == scores(trained, "default")
+    assert scores(untrained, "default") == scores(untrained, "popularity")
+    assert {r["method"] for r in trained["results"]} - {r["method"] for r in untrained["results"]} \
+        == {"behavior"}
+    assert main(["--database-url", db_url, "evaluate", "--holdout", "3", "--no-progress"]) == 0
+    assert "not trained (no scored method reads its vectors)" in capsys.readouterr().out

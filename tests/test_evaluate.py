@@ -13,7 +13,6 @@ from pyembed_db.db import connect
 from pyembed_db.errors import InvalidInputError
 from pyembed_db.evaluate import _reads_behavior_vectors, _text_kinds_read, evaluate
 from pyembed_db.metrics import ndcg_at_k, recall_at_k
-from pyembed_db.training import TrainResult
 
 T = [datetime(2024, 1, 1, tzinfo=timezone.utc) + timedelta(seconds=s) for s in range(3)]
 
@@ -149,8 +148,7 @@ def test_max_users_scores_a_fixed_sample(db_url: str, tiny: dict[str, Any]) -> N
 ])
 def test_the_behavior_index_is_built_only_for_a_method_reading_behavior_vectors(
         methods: tuple[str, ...], chosen: str, expected: bool) -> None:
-    trained = TrainResult(1, "behavior:1", "ials", 8, 10, 0, 5, 50, {"method": chosen}, {})
-    assert _reads_behavior_vectors(methods, trained) is expected
+    assert _reads_behavior_vectors(methods, {"method": chosen}) is expected
 
 
 LONG_SHORT = ("long_term", "short_term")
@@ -169,6 +167,4 @@ EVERY_KIND = ("long_term", "short_term", "interest")
 def test_text_user_vectors_are_computed_only_for_a_method_reading_them(
         methods: tuple[str, ...], fusion: dict[str, Any] | None,
         expected: tuple[str, ...]) -> None:
-    trained = (None if fusion is None else
-               TrainResult(1, "behavior:1", "ials", 8, 10, 0, 5, 50, fusion, {}))
-    assert _text_kinds_read(methods, trained) == expected
+    assert _text_kinds_read(methods, fusion) == expected

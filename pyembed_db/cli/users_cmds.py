@@ -183,9 +183,14 @@ def _evaluate(args: argparse.Namespace) -> int:
                       f"recall@{d['k']}": r["recall"], f"ndcg@{d['k']}": r["ndcg"]}
                      for r in cold["results"]]
         behavior = d["behavior"]
-        trained = (f"\nbehavior model: {behavior['method']}, d={behavior['dimensions']}, "
-                   f"trained in {behavior['train_seconds']} s, fusion {behavior['fusion']}"
-                   if behavior else "")
+        trained = ""
+        if behavior and behavior["train_seconds"] is not None:
+            trained = (f"\nbehavior model: {behavior['method']}, d={behavior['dimensions']}, "
+                       f"trained in {behavior['train_seconds']} s, fusion {behavior['fusion']}")
+        elif behavior:
+            trained = (f"\nbehavior model: validated in {behavior['validation_seconds']} s, "
+                       f"fusion {behavior['fusion']}; not trained (no scored method reads "
+                       "its vectors)")
         skipped = "".join(f"\n{name}: skipped ({why})"
                           for name, why in d["skipped_baselines"].items())
         return (head + "\n" + table(rows) + skipped + "\n\ncold items (held-out items with "
