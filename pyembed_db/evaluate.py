@@ -52,8 +52,8 @@ from .training import (
     VALIDATION_HOLDOUT,
     BehaviorChoice,
     TrainResult,
+    chosen_popularity_half_life,
     read_events,
-    refresh_chosen_popularity,
     train_chosen,
     validate_behavior,
 )
@@ -112,7 +112,6 @@ def _split(conn: psycopg.Connection[Any], holdout: int | None,
     else:
         conn.execute(sqlfiles.read("queries/evaluate_split_holdout.sql"), {"holdout": holdout})
     conn.execute(sqlfiles.read("queries/evaluate_train.sql"))
-    conn.execute(sqlfiles.read("queries/evaluate_popularity.sql"))
     row = conn.execute(sqlfiles.read("queries/evaluate_users_with_events.sql")).fetchone()
     return [int(u) for u in (row[0] if row else [])]
 
@@ -332,6 +331,10 @@ def evaluate(conn: psycopg.Connection[Any], *, holdout: int | None = 10,
             choice, trained = _train(conn, holdout or VALIDATION_HOLDOUT, training, watermark,
                                      chosen)
             fusion = choice.fusion if choice is not None else None
+            # once, after the choice: computing it at the split too cost 2 s at 1M events
+            # whenever validation then chose another half-life
+            conn.execute(sqlfiles.read("queries/evaluate_popularity.sql"), {
+                "half_life": chosen_popularity_half_life(fusion) if fusion else None})
             default = _default_method(fusion)
             _text_user_vectors(conn, everyone, model_id, _text_kinds_read(chosen, fusion),
                                training, progress)
@@ -384,14 +387,12 @@ def _train(conn: psycopg.Connection[Any], holdout: int, training: Events, waterm
     method reads its vectors; (None, None) when there are too few events to train one.
 
     Without a method reading them, the model is not trained: its vectors, cold items and
-    users' fold-in were 17 s of a 1M-event evaluation whose default was popularity. The
-    popularity cache then follows the chosen half-life as activating the model would make it.
+    users' fold-in were 17 s of a 1M-event evaluation whose default was popularity.
     """
     with conn.transaction():  # a savepoint: a refused training leaves the split intact
         try:
             choice = validate_behavior(conn, training, holdout=holdout)
             if not _reads_behavior_vectors(methods, choice.fusion):
-                refresh_chosen_popularity(conn, choice.fusion)
                 return choice, None
             return choice, train_chosen(conn, choice, training, watermark, commit=False)
         except InvalidInputError as exc:

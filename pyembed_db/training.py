@@ -16,6 +16,7 @@ import logging
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field, replace
+from datetime import timedelta
 from typing import Any
 
 import numpy as np
@@ -227,13 +228,19 @@ def validate_behavior(conn: psycopg.Connection[Any], events: Events, *,
     return BehaviorChoice(params, fusion, report, text, time.perf_counter() - started)
 
 
-def refresh_chosen_popularity(conn: psycopg.Connection[Any], fusion: dict[str, Any]) -> None:
-    """Bring the popularity cache to the half-life ``fusion`` chose, when its ranking reads
-    popularity (in the caller's transaction). A cache already at that half-life and the newest
-    event is kept: the evaluation computed it from its training events a moment before."""
-    if fusion["popularity"] or fusion["method"] == "popular":
-        conn.execute(sqlfiles.read("queries/behavior_popularity_refresh.sql"),
-                     {"seconds": fusion.get("popularity_half_life_seconds")})
+def chosen_popularity_half_life(fusion: dict[str, Any]) -> timedelta | None:
+    """The popularity half-life ``fusion`` ranks with (zero: no decay), or None when its
+    ranking reads no popularity.
+
+    Example::
+
+        >>> chosen_popularity_half_life({"method": "popular", "popularity": 1.0,
+        ...                              "popularity_half_life_seconds": None})
+        datetime.timedelta(0)
+    """
+    if not (fusion["popularity"] or fusion["method"] == "popular"):
+        return None
+    return timedelta(seconds=fusion.get("popularity_half_life_seconds") or 0)
 
 
 def train_behavior(conn: psycopg.Connection[Any], *, full: bool = False,
@@ -305,7 +312,10 @@ def train_chosen(conn: psycopg.Connection[Any], choice: BehaviorChoice, events: 
             conn.execute(sqlfiles.read("queries/behavior_queue_since.sql"),
                          {"watermark": watermark})
             conn.execute(sqlfiles.read("queries/behavior_retire.sql"))
-            refresh_chosen_popularity(conn, fusion)
+            half_life = chosen_popularity_half_life(fusion)
+            if half_life is not None:  # the cache follows the chosen half-life
+                conn.execute(sqlfiles.read("queries/behavior_popularity_refresh.sql"),
+                             {"half_life": half_life})
         calibrated = conn.execute(sqlfiles.read("queries/behavior_ef_search.sql"),
                                   {"model_id": model_id}).fetchone()
         if commit:

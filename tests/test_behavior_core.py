@@ -353,7 +353,7 @@ def test_bad_input_raises_clear_errors(model: BehaviorModel) -> None:
 @pytest.mark.parametrize("module", ["baselines", "behavior.interactions", "behavior.events",
                                     "behavior.train", "behavior.tune", "behavior.cold",
                                     "behavior.ials", "behavior.ease_lr", "behavior.fusion",
-                                    "linalg"])
+                                    "linalg", "training"])
 def test_docstring_examples_run(module: str) -> None:
     result = doctest.testmod(importlib.import_module(f"pyembed_db.{module}"))
     assert result.failed == 0 and result.attempted > 0

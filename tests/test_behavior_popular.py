@@ -93,3 +93,20 @@ def test_evaluate_serves_a_popularity_choice_without_training_its_model(
         == {"behavior"}
     assert main(["--database-url", db_url, "evaluate", "--holdout", "3", "--no-progress"]) == 0
     assert "not trained (no scored method reads its vectors)" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("fusion, expected", [
+    ('{"method": "popular", "popularity": 1, "popularity_half_life_seconds": 86400}', "1 day"),
+    ('{"method": "behavior", "popularity": 0.2, "popularity_half_life_seconds": null}', "0"),
+    # a ranking without popularity chose no half-life: pyembed.half_life's default applies
+    ('{"method": "behavior", "popularity": 0, "popularity_half_life_seconds": 86400}',
+     "90 days"),
+])
+def test_popularity_decays_with_the_active_models_half_life_only_when_it_ranks_by_it(
+        db_url: str, popular: dict[str, Any], fusion: str, expected: str) -> None:
+    with connect(db_url) as conn:
+        conn.execute("update pyembed.behavior_models set fusion = %s::jsonb where model_id = %s",
+                     (fusion, popular["result"].model_id))
+        assert conn.execute("select pyembed.popularity_half_life() = %s::interval",
+                            (expected,)).fetchone() == (True,)
+        conn.rollback()

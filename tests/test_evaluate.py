@@ -13,6 +13,7 @@ from pyembed_db.db import connect
 from pyembed_db.errors import InvalidInputError
 from pyembed_db.evaluate import _reads_behavior_vectors, _text_kinds_read, evaluate
 from pyembed_db.metrics import ndcg_at_k, recall_at_k
+from pyembed_db.training import chosen_popularity_half_life
 
 T = [datetime(2024, 1, 1, tzinfo=timezone.utc) + timedelta(seconds=s) for s in range(3)]
 
@@ -168,3 +169,15 @@ def test_text_user_vectors_are_computed_only_for_a_method_reading_them(
         methods: tuple[str, ...], fusion: dict[str, Any] | None,
         expected: tuple[str, ...]) -> None:
     assert _text_kinds_read(methods, fusion) == expected
+
+
+@pytest.mark.parametrize("fusion, expected", [
+    ({"method": "popular", "popularity": 1.0, "popularity_half_life_seconds": 86400.0},
+     timedelta(days=1)),
+    ({"method": "behavior", "popularity": 0.2, "popularity_half_life_seconds": None},
+     timedelta(0)),  # no decay
+    ({"method": "behavior", "popularity": 0.0, "popularity_half_life_seconds": 86400.0}, None),
+])
+def test_the_popularity_cache_follows_the_chosen_half_life_only_when_ranked_by(
+        fusion: dict[str, Any], expected: timedelta | None) -> None:
+    assert chosen_popularity_half_life(fusion) == expected

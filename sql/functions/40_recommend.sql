@@ -2,8 +2,9 @@
 -- Idempotent (create or replace). Documentation with examples: docs/users.md.
 
 -- The half-life popularity decays with: the setting pyembed.popularity_half_life when set, else
--- the one the active behavior model chose on validation ('0' = no decay), else
--- pyembed.half_life (default 90 days).
+-- the one the active behavior model chose on validation ('0' = no decay) when its ranking reads
+-- popularity (a model that fuses none chose no half-life), else pyembed.half_life (default
+-- 90 days).
 create or replace function pyembed.popularity_half_life()
 returns interval
 language sql stable security invoker
@@ -16,7 +17,9 @@ as $$
          from pyembed.behavior_models bm
          join pyembed.embedding_models em on em.model_id = bm.model_id
          where em.kind = 'behavior' and em.status = 'active'
-           and bm.fusion ? 'popularity_half_life_seconds'),
+           and bm.fusion ? 'popularity_half_life_seconds'
+           and (coalesce((bm.fusion->>'popularity')::real, 0) > 0
+                or bm.fusion->>'method' = 'popular')),
         pyembed.setting_interval('half_life', '90 days'))
 $$;
 

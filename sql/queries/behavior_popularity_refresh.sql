@@ -1,5 +1,4 @@
--- The popularity cache with the half-life a validation chose (null seconds: no decay), whatever
--- the active behavior model says (the offline evaluation serves a choice whose model it does
--- not store). Recomputed only when the half-life or the newest event changed.
-select pyembed.refresh_popularity(
-    half_life => make_interval(secs => coalesce(%(seconds)s::float8, 0)))
+-- The popularity cache at the half-life a new behavior model chose (activated just before, so
+-- pyembed.popularity_half_life() gives it too). Recomputed only when the half-life or the
+-- newest event changed.
+select pyembed.refresh_popularity(half_life => %(half_life)s::interval)
