@@ -312,10 +312,11 @@ def train_chosen(conn: psycopg.Connection[Any], choice: BehaviorChoice, events: 
             conn.execute(sqlfiles.read("queries/behavior_queue_since.sql"),
                          {"watermark": watermark})
             conn.execute(sqlfiles.read("queries/behavior_retire.sql"))
-            half_life = chosen_popularity_half_life(fusion)
-            if half_life is not None:  # the cache follows the chosen half-life
-                conn.execute(sqlfiles.read("queries/behavior_popularity_refresh.sql"),
-                             {"half_life": half_life})
+            if chosen_popularity_half_life(fusion) is not None:
+                # the cache follows the chosen half-life, which pyembed.popularity_half_life()
+                # now gives: recomputed only when that or the newest event changed
+                conn.execute(sqlfiles.read("queries/user_refresh_popularity.sql"),
+                             {"min_interval": None, "force": False})
         calibrated = conn.execute(sqlfiles.read("queries/behavior_ef_search.sql"),
                                   {"model_id": model_id}).fetchone()
         if commit:
