@@ -328,18 +328,13 @@ def evaluate(conn: psycopg.Connection[Any], *, holdout: int | None = 10,
         # change it (the other thread's limits are silently ignored).
         with threadpool_limits(1, "blas"), ThreadPoolExecutor(max_workers=1) as background:
             baselines_done = background.submit(_baseline_lists, training, users, k, progress)
-            choice = _validate(conn, holdout or VALIDATION_HOLDOUT, training)
-            # Once, from the training events at the half-life of the choice, and before a model
-            # is activated, whose own refresh then finds it current: computing it at the split
-            # as well cost 2 s at 1M events whenever validation chose another half-life.
-            conn.execute(sqlfiles.read("queries/evaluate_popularity.sql"), {
-                "half_life": chosen_popularity_half_life(choice.fusion) if choice else None})
-            trained = None
-            if choice is not None and _reads_behavior_vectors(chosen, choice.fusion):
-                trained = _train(conn, choice, training, watermark)
-                if trained is None:  # refused: no behavior model serves
-                    choice = None
+            choice, trained = _train(conn, holdout or VALIDATION_HOLDOUT, training, watermark,
+                                     chosen)
             fusion = choice.fusion if choice is not None else None
+            # once, after the choice: computing it at the split too cost 2 s at 1M events
+            # whenever validation then chose another half-life
+            conn.execute(sqlfiles.read("queries/evaluate_popularity.sql"), {
+                "half_life": chosen_popularity_half_life(fusion) if fusion else None})
             default = _default_method(fusion)
             _text_user_vectors(conn, everyone, model_id, _text_kinds_read(chosen, fusion),
                                training, progress)
@@ -385,31 +380,24 @@ def evaluate(conn: psycopg.Connection[Any], *, holdout: int | None = 10,
     }
 
 
-def _validate(conn: psycopg.Connection[Any], holdout: int,
-              training: Events) -> BehaviorChoice | None:
-    """The behavior model validation chooses on the training events, or None when there are
-    too few events to choose one."""
-    try:
-        return validate_behavior(conn, training, holdout=holdout)
-    except InvalidInputError as exc:
-        log.info("no behavior model evaluated: %s", exc)
-        return None
+def _train(conn: psycopg.Connection[Any], holdout: int, training: Events, watermark: int,
+           methods: Sequence[str]) -> tuple[BehaviorChoice | None, TrainResult | None]:
+    """The behavior model validation chooses on the training events, and that model trained,
+    stored and active with its HNSW index (in the evaluation's transaction) when a scored
+    method reads its vectors; (None, None) when there are too few events to train one.
 
-
-def _train(conn: psycopg.Connection[Any], choice: BehaviorChoice, training: Events,
-           watermark: int) -> TrainResult | None:
-    """The chosen model trained on the training events, stored and active with its HNSW index
-    (in the evaluation's transaction), or None when training refuses the events.
-
-    Called only when a scored method reads its vectors: otherwise its fit, cold items and
+    Without a method reading them, the model is not trained: its vectors, cold items and
     users' fold-in were 17 s of a 1M-event evaluation whose default was popularity.
     """
     with conn.transaction():  # a savepoint: a refused training leaves the split intact
         try:
-            return train_chosen(conn, choice, training, watermark, commit=False)
+            choice = validate_behavior(conn, training, holdout=holdout)
+            if not _reads_behavior_vectors(methods, choice.fusion):
+                return choice, None
+            return choice, train_chosen(conn, choice, training, watermark, commit=False)
         except InvalidInputError as exc:
             log.info("no behavior model evaluated: %s", exc)
-            return None
+            return None, None
 
 
 def _reads_behavior_vectors(methods: Sequence[str], fusion: dict[str, Any]) -> bool:
